@@ -1,0 +1,421 @@
+"""Open scans and create, write and read the output group.
+
+This is the only module that touches storage. A scan can be
+
+* a path to a Zarr v2 or v3 array, a group holding one array (or one named
+  ``image``), a named array inside a group (``scan.zarr/image``), or an
+  OME-Zarr multiscale group (level 0 is used);
+* a TIFF file (one multi-page stack) or a folder of 2D TIFF slices, read lazily;
+* a :class:`zarr.Array`, a :class:`dask.array.Array` or a :class:`numpy.ndarray`.
+
+The output group (see ``docs/output-format.md``)::
+
+    scan_ni.zarr/
+      mask    uint8 (Z, Y, X), 1 = Ni
+      prob    optional, uint8 0..255 or float16
+      stats/  one array per field on the chunk grid
+      attrs   {"volseg": {version, status, parameters, model, input, ...}}
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import zarr
+
+__all__ = [
+    "STAT_FIELDS",
+    "OutputGroup",
+    "Scan",
+    "create_output",
+    "default_output_path",
+    "open_output",
+    "open_scan",
+]
+
+log = logging.getLogger(__name__)
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+# Counts per chunk. They add up across chunks, so pooled figures come from sums.
+COUNT_FIELDS = ("ni_voxels", "uncertain_voxels", "tp", "fp", "fn", "tn")
+STAT_FIELDS = (*COUNT_FIELDS, "seconds", "done")
+
+
+@dataclass
+class Scan:
+    """A validated 3D volume ready to be read block by block.
+
+    Attributes
+    ----------
+    array : zarr.Array or dask.array.Array
+        Readable lazily; a zarr array is read directly by the task that needs a
+        region, a dask array is sliced into the task graph.
+    source : str
+        What the user gave, for messages and the output attrs.
+    chunks : tuple of int
+        The storage (or dask) chunk shape, used to choose processing blocks.
+    """
+
+    array: Any
+    source: str
+    chunks: tuple[int, int, int]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.array.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.array.dtype)
+
+    @property
+    def direct(self) -> bool:
+        """True when tasks read regions themselves (zarr), False for dask graphs."""
+        return not isinstance(self.array, da.Array)
+
+
+def _describe(source: Any) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, zarr.Array):
+        return f"zarr array {source.store_path}"
+    return f"{type(source).__module__}.{type(source).__name__} of shape {getattr(source, 'shape', '?')}"
+
+
+def open_scan(source: Any, *, role: str = "scan", allow_bool: bool = False) -> Scan:
+    """Open and validate a 3D volume.
+
+    Parameters
+    ----------
+    source : path, zarr.Array, dask.array.Array or numpy.ndarray
+        The volume; see the module docstring for the accepted kinds.
+    role : str
+        Word used in error messages ("scan", "truth").
+    allow_bool : bool
+        Accept boolean volumes (for masks and labels).
+
+    Returns
+    -------
+    Scan
+
+    Raises
+    ------
+    FileNotFoundError
+        The path does not exist.
+    ValueError
+        Not 3D, a non-numeric dtype, or a group with no unambiguous array.
+
+    Examples
+    --------
+    >>> scan = open_scan(np.zeros((4, 32, 32), dtype=np.uint16))
+    >>> scan.shape, scan.dtype.name
+    ((4, 32, 32), 'uint16')
+    """
+    name = _describe(source)
+    if isinstance(source, (str, os.PathLike)):
+        array = _open_path(Path(source), role)
+    elif isinstance(source, (zarr.Array, da.Array)):
+        array = source
+    elif isinstance(source, np.ndarray):
+        array = da.from_array(source, chunks=_numpy_chunks(source.shape))
+    elif hasattr(source, "__array__") and hasattr(source, "shape"):
+        array = da.from_array(np.asarray(source), chunks="auto")
+    else:
+        raise TypeError(
+            f"{role} {name!r} is not a path, zarr/dask/numpy array; "
+            "give a Zarr path, a TIFF stack or an array."
+        )
+    _validate_volume(array, role, name, allow_bool)
+    chunks = _chunk_shape(array)
+    return Scan(array=array, source=name, chunks=chunks)
+
+
+def _numpy_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    if len(shape) != 3:
+        return shape
+    return (min(shape[0], 16), shape[1], shape[2])
+
+
+def _chunk_shape(array: Any) -> tuple[int, int, int]:
+    if isinstance(array, da.Array):
+        return tuple(int(max(c)) for c in array.chunks)
+    return tuple(int(c) for c in array.chunks)
+
+
+def _validate_volume(array: Any, role: str, name: str, allow_bool: bool) -> None:
+    if array.ndim != 3:
+        raise ValueError(
+            f"{role} {name!r} has shape {tuple(array.shape)} ({array.ndim}D); volseg needs a 3D "
+            "(z, y, x) volume: stack 2D slices into a volume, or select one channel/time point."
+        )
+    if min(array.shape) < 1:
+        raise ValueError(f"{role} {name!r} has shape {tuple(array.shape)}: it is empty.")
+    dtype = np.dtype(array.dtype)
+    numeric = np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+    if not (numeric or (allow_bool and dtype == np.bool_)):
+        raise ValueError(
+            f"{role} {name!r} has dtype {dtype}, which is not numeric; volseg reads integer or "
+            "floating-point grey values: convert it, e.g. with numpy astype('float32')."
+        )
+
+
+def _open_path(path: Path, role: str) -> Any:
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{role} {str(path)!r} does not exist; check the path (a Zarr array or group, "
+            "'group.zarr/array', a TIFF file or a folder of TIFF slices)."
+        )
+    if path.is_file() and path.suffix.lower() in TIFF_SUFFIXES:
+        return _open_tiff_stack([path])
+    if path.is_dir():
+        tiffs = sorted(p for p in path.iterdir() if p.suffix.lower() in TIFF_SUFFIXES)
+        is_zarr = any((path / f).exists() for f in ("zarr.json", ".zarray", ".zgroup"))
+        if tiffs and not is_zarr:
+            return _open_tiff_stack(tiffs)
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:
+        raise ValueError(
+            f"{role} {str(path)!r} could not be opened as Zarr ({exc}); give a Zarr v2/v3 array "
+            "or group, a TIFF file or a folder of TIFF slices."
+        ) from exc
+    if isinstance(node, zarr.Group):
+        return _array_in_group(node, path, role)
+    return node
+
+
+def _array_in_group(group: zarr.Group, path: Path, role: str) -> zarr.Array:
+    attrs = dict(group.attrs)
+    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    if multiscales:
+        level0 = multiscales[0]["datasets"][0]["path"]
+        return group[level0]
+    arrays = sorted(name for name, _ in group.arrays())
+    if len(arrays) == 1:
+        return group[arrays[0]]
+    if "image" in arrays:
+        return group["image"]
+    listing = ", ".join(arrays) if arrays else "no arrays"
+    raise ValueError(
+        f"{role} {str(path)!r} is a Zarr group holding {listing}; name the array to use, "
+        f"e.g. '{path}/{arrays[0] if arrays else 'image'}'."
+    )
+
+
+def _open_tiff_stack(files: list[Path]) -> da.Array:
+    import tifffile
+
+    if len(files) == 1:
+        # One multi-page file: tifffile's zarr view reads pages lazily.
+        store = tifffile.imread(str(files[0]), aszarr=True)
+        array = zarr.open(store, mode="r")
+        if isinstance(array, zarr.Group):
+            array = array[sorted(name for name, _ in array.arrays())[0]]
+        return da.from_zarr(array)
+    first = tifffile.imread(str(files[0]))
+    pages = [
+        da.from_delayed(_read_tiff_page(str(f)), shape=first.shape, dtype=first.dtype)
+        for f in files
+    ]
+    return da.stack(pages)
+
+
+def _read_tiff_page(path: str):
+    import dask
+    import tifffile
+
+    return dask.delayed(tifffile.imread, pure=True)(path)
+
+
+def read_region(array: Any, region: tuple[slice, ...]) -> np.ndarray:
+    """Read ``array[region]`` as numpy (zarr and numpy; dask goes through the graph)."""
+    return np.asarray(array[region])
+
+
+def default_output_path(source: Any) -> Path | None:
+    """``scan.zarr`` -> ``scan_ni.zarr`` beside it; None for in-memory inputs.
+
+    Examples
+    --------
+    >>> str(default_output_path("data/scan.zarr"))
+    'data/scan_ni.zarr'
+    >>> str(default_output_path("data/scan.zarr/image"))
+    'data/scan_ni.zarr'
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    path = Path(source)
+    # 'scan.zarr/image' -> the container 'scan.zarr'
+    for parent in (path, *path.parents):
+        if parent.suffix in (".zarr", ".zarr/") or parent.suffix.lower() in TIFF_SUFFIXES:
+            path = parent
+            break
+    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    return path.with_name(f"{stem}_ni.zarr")
+
+
+@dataclass
+class OutputGroup:
+    """The arrays of an output group, handed to the tasks that write regions.
+
+    Attributes
+    ----------
+    group : zarr.Group
+    mask : zarr.Array
+    prob : zarr.Array or None
+    stats : dict of str to zarr.Array
+        One array per field of :data:`STAT_FIELDS` on the chunk grid.
+    chunks : tuple of int
+        The processing block (= output chunk) shape.
+    """
+
+    group: zarr.Group
+    mask: zarr.Array
+    prob: zarr.Array | None
+    stats: dict[str, zarr.Array]
+    chunks: tuple[int, int, int]
+
+    @property
+    def path(self) -> str:
+        return str(self.group.store_path)
+
+    def write_block(
+        self,
+        index: tuple[int, int, int],
+        region: tuple[slice, slice, slice],
+        mask: np.ndarray,
+        prob: np.ndarray | None,
+        counts: dict[str, float],
+    ) -> None:
+        """Write one block: mask, probability and counts first, its ``done`` flag last."""
+        self.mask[region] = mask
+        if self.prob is not None and prob is not None:
+            self.prob[region] = prob
+        for name, value in counts.items():
+            self.stats[name][index] = value
+        self.stats["done"][index] = True
+
+    def read_stats(self) -> dict[str, np.ndarray]:
+        """All per-chunk statistics arrays (small: one value per chunk)."""
+        return {name: np.asarray(array[...]) for name, array in self.stats.items()}
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.group.attrs.get("volseg", {}))
+
+    def update_attrs(self, **values: Any) -> None:
+        record = self.attrs
+        record.update(values)
+        self.group.attrs["volseg"] = record
+
+
+def _store_for(out: Any) -> Any:
+    if isinstance(out, (str, os.PathLike)):
+        return str(out)
+    return out
+
+
+def output_exists(out: Any) -> bool:
+    """True when ``out`` already holds a Zarr node."""
+    if isinstance(out, (str, os.PathLike)):
+        return Path(out).exists()
+    try:
+        zarr.open_group(out, mode="r")
+        return True
+    except Exception:
+        return False
+
+
+def remove_output(out: Any) -> None:
+    """Delete an existing output (only called with ``overwrite=True``)."""
+    if isinstance(out, (str, os.PathLike)):
+        path = Path(out)
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    else:
+        zarr.open_group(out, mode="w")
+
+
+def create_output(
+    out: Any,
+    shape: tuple[int, int, int],
+    chunks: tuple[int, int, int],
+    *,
+    attrs: dict[str, Any],
+    prob_dtype: str | None = None,
+    zarr_format: int = 3,
+) -> OutputGroup:
+    """Create a new output group with status ``running``.
+
+    Parameters
+    ----------
+    out : path or zarr store
+        Where to create it; must not exist (the caller handles ``overwrite``).
+    shape, chunks : tuple of int
+        Volume shape and processing block shape.
+    attrs : dict
+        Run record stored under ``attrs["volseg"]``.
+    prob_dtype : {None, "uint8", "float16"}
+        Also store the blended probability.
+    zarr_format : {2, 3}
+
+    Returns
+    -------
+    OutputGroup
+    """
+    group = zarr.open_group(_store_for(out), mode="w-", zarr_format=zarr_format)
+    group.attrs["volseg"] = {**attrs, "status": "running"}
+    mask = group.create_array(
+        "mask", shape=shape, chunks=chunks, dtype="uint8", fill_value=0,
+        dimension_names=("z", "y", "x") if zarr_format == 3 else None,
+    )
+    prob = None
+    if prob_dtype is not None:
+        prob = group.create_array(
+            "prob", shape=shape, chunks=chunks, dtype=prob_dtype, fill_value=0,
+            dimension_names=("z", "y", "x") if zarr_format == 3 else None,
+        )
+    grid = tuple(-(-s // c) for s, c in zip(shape, chunks))
+    stats_group = group.create_group("stats")
+    for name in STAT_FIELDS:
+        dtype = {"done": "bool", "seconds": "float32"}.get(name, "int64")
+        # One stored chunk per processing block: each task owns its own entries,
+        # so concurrent writers never touch the same stored object.
+        stats_group.create_array(name, shape=grid, chunks=(1, 1, 1), dtype=dtype, fill_value=0)
+    return open_output(out, mode="r+")
+
+
+def open_output(out: Any, mode: str = "r") -> OutputGroup:
+    """Open an existing output group.
+
+    Raises
+    ------
+    FileNotFoundError
+        Nothing at ``out``.
+    ValueError
+        ``out`` is not a volseg output group.
+    """
+    if isinstance(out, (str, os.PathLike)) and not Path(out).exists():
+        raise FileNotFoundError(f"output {str(out)!r} does not exist; run `volseg segment` first.")
+    try:
+        group = zarr.open_group(_store_for(out), mode=mode)
+    except Exception as exc:
+        raise ValueError(f"output {_describe(out)!r} is not a Zarr group ({exc}).") from exc
+    if "volseg" not in group.attrs or "mask" not in group or "stats" not in group:
+        raise ValueError(
+            f"output {_describe(out)!r} is not a volseg output group (no mask/stats/attrs); "
+            "choose another --out or pass overwrite=True to replace it."
+        )
+    mask = group["mask"]
+    prob = group["prob"] if "prob" in group else None
+    stats = {name: group["stats"][name] for name in STAT_FIELDS}
+    return OutputGroup(group, mask, prob, stats, tuple(int(c) for c in mask.chunks))

@@ -1,0 +1,110 @@
+"""Confusion counts and overlap scores.
+
+Counts, not ratios, are what volseg stores: they add up across chunks, so the
+pooled Ni IoU of a volume is ``sum(tp) / sum(tp + fp + fn)`` over its chunks and
+per-chunk IoU comes from the same numbers. IoU and Dice here are for the Ni
+(foreground) class alone; :func:`two_class_mean_iou` is the average of the Ni
+and background IoU that some papers report, and is always labelled as such.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "confusion_counts",
+    "dice",
+    "iou",
+    "pooled_scores",
+    "scores_table",
+    "two_class_mean_iou",
+]
+
+
+def confusion_counts(prediction: np.ndarray, truth: np.ndarray) -> dict[str, int]:
+    """True/false positives and negatives of two binary arrays of the same shape.
+
+    Examples
+    --------
+    >>> confusion_counts(np.array([1, 1, 0, 0]), np.array([1, 0, 1, 0]))
+    {'tp': 1, 'fp': 1, 'fn': 1, 'tn': 1}
+    """
+    prediction = np.asarray(prediction, dtype=bool)
+    truth = np.asarray(truth, dtype=bool)
+    if prediction.shape != truth.shape:
+        raise ValueError(f"prediction {prediction.shape} and truth {truth.shape} differ in shape.")
+    n = prediction.size
+    tp = int(np.count_nonzero(prediction & truth))
+    n_pred = int(np.count_nonzero(prediction))
+    n_true = int(np.count_nonzero(truth))
+    fp = n_pred - tp
+    fn = n_true - tp
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": n - tp - fp - fn}
+
+
+def _ratio(num, den):
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return out if out.ndim else float(out)
+
+
+def iou(tp, fp, fn):
+    """Intersection over union of the foreground: ``tp / (tp + fp + fn)`` (NaN if 0/0).
+
+    Examples
+    --------
+    >>> iou(8, 1, 1)
+    0.8
+    """
+    return _ratio(tp, np.add(np.add(tp, fp), fn))
+
+
+def dice(tp, fp, fn):
+    """Dice coefficient of the foreground: ``2 tp / (2 tp + fp + fn)`` (NaN if 0/0).
+
+    Examples
+    --------
+    >>> round(dice(8, 1, 1), 4)
+    0.8889
+    """
+    return _ratio(np.multiply(2, tp), np.add(np.add(np.multiply(2, tp), fp), fn))
+
+
+def two_class_mean_iou(tp, fp, fn, tn):
+    """Mean of the Ni IoU and the background IoU (a two-class mean, not the Ni IoU).
+
+    Examples
+    --------
+    >>> two_class_mean_iou(8, 1, 1, 10)
+    0.8166666666666667
+    """
+    return (np.asarray(iou(tp, fp, fn)) + np.asarray(iou(tn, fn, fp))) / 2
+
+
+def pooled_scores(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
+    """Pooled scores from summed counts.
+
+    Returns
+    -------
+    dict
+        ``ni_iou``, ``ni_dice``, ``precision``, ``recall`` and
+        ``two_class_mean_iou`` (labelled: it averages Ni and background).
+    """
+    return {
+        "ni_iou": float(iou(tp, fp, fn)),
+        "ni_dice": float(dice(tp, fp, fn)),
+        "precision": float(_ratio(tp, tp + fp)),
+        "recall": float(_ratio(tp, tp + fn)),
+        "two_class_mean_iou": float(two_class_mean_iou(tp, fp, fn, tn)),
+    }
+
+
+def scores_table(counts: pd.DataFrame) -> pd.DataFrame:
+    """Add ``iou`` and ``dice`` columns to a table with ``tp``, ``fp``, ``fn`` columns."""
+    table = counts.copy()
+    table["iou"] = iou(table["tp"].to_numpy(), table["fp"].to_numpy(), table["fn"].to_numpy())
+    table["dice"] = dice(table["tp"].to_numpy(), table["fp"].to_numpy(), table["fn"].to_numpy())
+    return table

@@ -1,0 +1,474 @@
+"""The U-Net: build from a config, save and load checkpoints, choose a device, predict.
+
+A checkpoint is a plain dictionary written with :func:`torch.save`::
+
+    {"format": "volseg.unet/1",
+     "config": {"arch", "encoder", "in_channels", "classes", "tile",
+                "encoder_depth", "decoder_channels", "normalisation", "labels"},
+     "state_dict": {...},
+     "training": {...}}
+
+and is always read with ``torch.load(..., weights_only=True)``, so a model file
+can never run code. Intensity normalisation is part of the model: the same fixed
+``(low, high)`` grey values (for example the training data's 0.5 / 99.5
+percentiles) map every tile of every scan to ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import os
+import pickle
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "LoadedModel",
+    "TilePredictor",
+    "build_unet",
+    "cached_model",
+    "default_config",
+    "file_sha256",
+    "fit_normalisation",
+    "load_checkpoint",
+    "normalise",
+    "resolve_device",
+    "save_checkpoint",
+]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "volseg.unet/1"
+ARCHS = ("unet",)
+
+
+def default_config(**overrides: Any) -> dict[str, Any]:
+    """The model configuration, with defaults for a binary Ni U-Net with a VGG16 encoder.
+
+    Parameters
+    ----------
+    **overrides
+        Any key of the configuration: ``arch``, ``encoder``, ``in_channels``,
+        ``classes``, ``tile``, ``encoder_depth``, ``decoder_channels``,
+        ``normalisation`` (dict with ``low``, ``high``) and ``labels``.
+
+    Returns
+    -------
+    dict
+        A new configuration dictionary (JSON-serialisable).
+
+    Examples
+    --------
+    >>> cfg = default_config(encoder="resnet18", normalisation={"low": 0.0, "high": 1.0})
+    >>> cfg["encoder"], cfg["tile"], cfg["classes"]
+    ('resnet18', 128, 1)
+    """
+    config: dict[str, Any] = {
+        "arch": "unet",
+        "encoder": "vgg16",
+        "in_channels": 1,
+        "classes": 1,
+        "tile": 128,
+        "encoder_depth": 5,
+        "decoder_channels": [256, 128, 64, 32, 16],
+        "normalisation": {"method": "fixed", "low": 0.0, "high": 1.0},
+        "labels": {"ni_label": 1, "names": {"0": "background", "1": "Ni"}},
+    }
+    unknown = set(overrides) - set(config)
+    if unknown:
+        raise ValueError(
+            f"unknown model config key(s) {sorted(unknown)}; known keys are {sorted(config)}."
+        )
+    config.update(copy.deepcopy(overrides))
+    _validate_config(config)
+    return config
+
+
+def _validate_config(config: dict[str, Any]) -> None:
+    if config.get("arch") not in ARCHS:
+        raise ValueError(f"model arch {config.get('arch')!r} is not supported; use 'unet'.")
+    norm = config.get("normalisation") or {}
+    low, high = norm.get("low"), norm.get("high")
+    if low is None or high is None or not float(high) > float(low):
+        raise ValueError(
+            f"model normalisation {norm!r} needs numbers low < high "
+            "(for example the 0.5 and 99.5 percentiles of the training data)."
+        )
+    depth = int(config["encoder_depth"])
+    if len(config["decoder_channels"]) != depth:
+        raise ValueError(
+            f"decoder_channels {config['decoder_channels']} must have encoder_depth={depth} entries."
+        )
+
+
+def _encoder_names() -> list[str]:
+    import segmentation_models_pytorch as smp
+
+    return list(smp.encoders.get_encoder_names())
+
+
+def build_unet(
+    config: dict[str, Any], encoder_weights: str | os.PathLike | None = None
+) -> torch.nn.Module:
+    """Build the segmentation network described by ``config``.
+
+    Parameters
+    ----------
+    config : dict
+        A configuration from :func:`default_config` or a checkpoint.
+    encoder_weights : None, "imagenet" or path
+        ``None``: random initialisation. ``"imagenet"``: the encoder's ImageNet
+        weights, downloaded by segmentation-models-pytorch (needs the network).
+        A path: a local file with the encoder's state dict (for example
+        torchvision's ``vgg16-397923af.pth``); classifier weights in it are
+        ignored and a 3-channel first convolution is summed to one channel.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``segmentation_models_pytorch.Unet`` in eval mode.
+
+    Examples
+    --------
+    >>> cfg = default_config(encoder="resnet18", encoder_depth=3, decoder_channels=[32, 16, 8])
+    >>> net = build_unet(cfg)
+    >>> net(torch.zeros(1, 1, 64, 64)).shape
+    torch.Size([1, 1, 64, 64])
+    """
+    import segmentation_models_pytorch as smp
+
+    _validate_config(config)
+    encoder = config["encoder"]
+    if encoder not in _encoder_names() and not str(encoder).startswith("tu-"):
+        raise ValueError(
+            f"encoder {encoder!r} is not a segmentation-models-pytorch encoder; "
+            "use for example 'vgg16', 'resnet18', 'resnet50' or a 'tu-<timm name>'."
+        )
+    weights_file = None
+    smp_weights = None
+    if encoder_weights is not None:
+        if str(encoder_weights) == "imagenet":
+            smp_weights = "imagenet"
+        else:
+            weights_file = Path(encoder_weights)
+            if not weights_file.is_file():
+                raise FileNotFoundError(
+                    f"encoder weights file {str(weights_file)!r} does not exist; "
+                    "give a local encoder state dict, 'imagenet', or None."
+                )
+    net = smp.Unet(
+        encoder_name=encoder,
+        encoder_weights=smp_weights,
+        encoder_depth=int(config["encoder_depth"]),
+        decoder_channels=list(config["decoder_channels"]),
+        in_channels=int(config["in_channels"]),
+        classes=int(config["classes"]),
+    )
+    if weights_file is not None:
+        _load_encoder_file(net.encoder, weights_file)
+    return net.eval()
+
+
+def _load_encoder_file(encoder: torch.nn.Module, path: Path) -> None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(
+            f"encoder weights file {str(path)!r} could not be read as a state dict ({exc})."
+        ) from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    own = encoder.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith(("classifier.", "fc."))}
+    for key, value in state.items():
+        target = own.get(key)
+        if (
+            target is not None
+            and value.ndim == 4
+            and target.ndim == 4
+            and value.shape[1] != target.shape[1]
+            and target.shape[1] == 1
+        ):
+            state[key] = value.sum(dim=1, keepdim=True)  # RGB first conv -> grey
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise ValueError(
+            f"encoder weights file {str(path)!r} does not fit encoder "
+            f"({len(missing)} missing keys e.g. {missing[:3]}, "
+            f"{len(unexpected)} unexpected e.g. {unexpected[:3]})."
+        )
+    encoder.load_state_dict(state)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for piece in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    network: torch.nn.Module,
+    config: dict[str, Any],
+    path: str | os.PathLike,
+    training: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a volseg checkpoint.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The network built by :func:`build_unet` from ``config``.
+    config : dict
+        Its configuration, including the intensity normalisation.
+    path : path
+        Output file.
+    training : dict, optional
+        Training record (history, validation figures); plain Python values.
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"model file {str(path)!r} already exists; pass overwrite=True to replace it."
+        )
+    _validate_config(config)
+    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": copy.deepcopy(config),
+        "state_dict": state,
+        "training": copy.deepcopy(training or {}),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # never leave a half-written model under the real name
+    return path
+
+
+@dataclass
+class LoadedModel:
+    """A network loaded from a checkpoint, with its configuration.
+
+    Attributes
+    ----------
+    network : torch.nn.Module
+        The U-Net, in eval mode, on ``device``.
+    config : dict
+        Architecture, tile, normalisation and label mapping.
+    sha256 : str
+        Digest of the checkpoint file ("" when built in memory).
+    path : str
+        The checkpoint file.
+    device : torch.device
+        Where the network lives.
+    training : dict
+        The training record stored in the checkpoint.
+    """
+
+    network: torch.nn.Module
+    config: dict[str, Any]
+    sha256: str = ""
+    path: str = ""
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    training: dict[str, Any] = field(default_factory=dict)
+
+
+def _not_ours(path: Path, reason: str) -> ValueError:
+    return ValueError(
+        f"model file {str(path)!r} is not a volseg checkpoint ({reason}); "
+        "use a file written by volseg.train or volseg.model.save_checkpoint."
+    )
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a checkpoint safely (``weights_only=True``) and build its network.
+
+    Parameters
+    ----------
+    path : path
+        Checkpoint written by :func:`save_checkpoint` or :func:`volseg.train`.
+    device : str or torch.device
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:i"``.
+
+    Returns
+    -------
+    LoadedModel
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model file {str(path)!r} does not exist; train one with `volseg train` "
+            "or check the path."
+        )
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise _not_ours(path, f"it holds objects that cannot be loaded safely: {exc}") from exc
+    except Exception as exc:
+        raise _not_ours(path, f"torch could not read it: {exc}") from exc
+    if not isinstance(payload, dict) or "format" not in payload:
+        raise _not_ours(path, "no 'format' entry")
+    if payload["format"] != CHECKPOINT_FORMAT:
+        raise _not_ours(path, f"format {payload['format']!r}, expected {CHECKPOINT_FORMAT!r}")
+    for key in ("config", "state_dict"):
+        if key not in payload:
+            raise _not_ours(path, f"no {key!r} entry")
+    config = payload["config"]
+    network = build_unet(config)
+    try:
+        network.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise _not_ours(path, f"its weights do not fit its config: {exc}") from exc
+    torch_device = resolve_device(device)
+    network.to(torch_device).eval()
+    return LoadedModel(
+        network=network,
+        config=config,
+        sha256=file_sha256(path),
+        path=str(path),
+        device=torch_device,
+        training=payload.get("training", {}),
+    )
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto" | "cpu" | "cuda" | "cuda:i"`` into a :class:`torch.device`.
+
+    ``"auto"`` picks the first CUDA device when one is visible, else the CPU.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if isinstance(device, torch.device):
+        chosen = device
+    elif device == "auto":
+        chosen = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            chosen = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(
+                f"device {device!r} is not understood; use 'auto', 'cpu', 'cuda' or 'cuda:0'."
+            ) from exc
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} asked for CUDA but no GPU is visible.")
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {str(device)!r}: only {torch.cuda.device_count()} GPU(s) are visible."
+            )
+    elif chosen.type != "cpu":
+        raise ValueError(f"device {str(device)!r} is not supported; use 'cpu' or 'cuda[:i]'.")
+    return chosen
+
+
+def fit_normalisation(
+    sample: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5)
+) -> dict[str, Any]:
+    """Fixed normalisation from a sample of grey values (its low/high percentiles).
+
+    Examples
+    --------
+    >>> fit_normalisation(np.arange(1001))["low"]
+    5.0
+    """
+    values = np.asarray(sample, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        raise ValueError("cannot fit a normalisation: the sample has no finite values.")
+    low, high = np.percentile(values, percentiles)
+    if not high > low:
+        high = low + 1.0
+    return {
+        "method": "percentile",
+        "percentiles": [float(p) for p in percentiles],
+        "low": float(low),
+        "high": float(high),
+    }
+
+
+def normalise(raw: np.ndarray, normalisation: dict[str, Any]) -> np.ndarray:
+    """Map grey values to float32 ``[0, 1]`` with the model's fixed (low, high).
+
+    Examples
+    --------
+    >>> normalise(np.array([0, 50, 100, 200]), {"low": 0, "high": 100}).tolist()
+    [0.0, 0.5, 1.0, 1.0]
+    """
+    low = np.float32(normalisation["low"])
+    scale = np.float32(1.0 / (float(normalisation["high"]) - float(normalisation["low"])))
+    out = np.asarray(raw, dtype=np.float32) - low
+    out *= scale
+    np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
+class TilePredictor:
+    """Callable mapping a float32 numpy batch ``(B, T, T)`` to Ni probabilities.
+
+    Runs under :func:`torch.inference_mode`; on CUDA with half-precision
+    autocast and pinned host memory.
+    """
+
+    def __init__(self, loaded: LoadedModel, half: bool | None = None):
+        self.network = loaded.network
+        self.device = loaded.device
+        self.half = (self.device.type == "cuda") if half is None else bool(half)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        tensor = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))[:, None]
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
+                logits = self.network(tensor)
+            probability = torch.sigmoid(logits.float())[:, 0]
+        return probability.cpu().numpy()
+
+
+_CACHE: dict[tuple[str, str], LoadedModel] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def cached_model(path: str | os.PathLike, sha256: str, device: str = "auto") -> LoadedModel:
+    """The model of a checkpoint, loaded once per process and device.
+
+    Keyed by the checkpoint's SHA-256 and the device, so every task on a worker
+    shares one network; a file that changed since ``sha256`` was taken is an error.
+    """
+    torch_device = resolve_device(device)
+    key = (sha256, str(torch_device))
+    with _CACHE_LOCK:
+        loaded = _CACHE.get(key)
+        if loaded is None:
+            loaded = load_checkpoint(path, torch_device)
+            if sha256 and loaded.sha256 != sha256:
+                raise ValueError(
+                    f"model file {str(path)!r} changed during the run "
+                    f"(sha256 {loaded.sha256[:12]} != {sha256[:12]}); start the run again."
+                )
+            log.debug("loaded model %s on %s", path, torch_device)
+            _CACHE[key] = loaded
+    return loaded

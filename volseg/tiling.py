@@ -1,0 +1,430 @@
+"""The global tile grid, mirrored padding, blend windows and stitching.
+
+Pure numpy: nothing here knows about dask, zarr or torch. The predictor is any
+callable that maps a float32 batch of tiles ``(B, tile, tile)`` to a batch of the
+same shape, so the whole contract can be tested with trivial predictors.
+
+The contract (see ``docs/tiling.md``):
+
+* A plane of shape ``(H, W)`` is covered by a grid of square tiles whose origins
+  along an axis of length ``n`` are ``-margin + k * stride`` for ``k = 0 .. K-1``.
+  ``stride = tile - round(tile * overlap)`` and ``margin = (tile - stride) // 2``,
+  so every pixel, the border pixels included, lies at least ``margin`` pixels
+  inside some tile. The grid depends on ``(n, tile, overlap)`` only, never on
+  how the volume is chunked.
+* Tile pixels outside the volume are read with numpy ``reflect`` mirroring about
+  the *volume* border (``d c b | a b c d | c b a``).
+* Every tile prediction is weighted by a blend window with weights > 0 and the
+  output is ``sum(w * p) / sum(w)`` over the tiles covering a pixel, summed in
+  the fixed global tile order, so a block of any shape and position gives
+  bit-identical values to the same pixels computed as part of any other block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+__all__ = [
+    "BLEND_MODES",
+    "PAD_MODES",
+    "AxisGrid",
+    "apply_read_plan",
+    "axis_grid",
+    "PlaneGrid",
+    "blend_window",
+    "plane_grid",
+    "reflect_index",
+    "reflected_read_plan",
+    "stitch_block",
+]
+
+BLEND_MODES = ("gaussian", "constant")
+PAD_MODES = ("reflect", "constant")
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class AxisGrid:
+    """Tile origins along one axis of length ``size``.
+
+    Attributes
+    ----------
+    size : int
+        Length of the volume along this axis.
+    tile : int
+        Tile edge length in pixels.
+    stride : int
+        Distance between consecutive tile origins.
+    margin : int
+        How far the first tile starts before the volume origin; also the least
+        context every pixel has inside some tile.
+    count : int
+        Number of tiles along the axis.
+    """
+
+    size: int
+    tile: int
+    stride: int
+    margin: int
+    count: int
+
+    def origin(self, k: int) -> int:
+        """Global coordinate of the first pixel of tile ``k`` (may be negative)."""
+        return -self.margin + k * self.stride
+
+    def touching(self, start: int, stop: int) -> range:
+        """Indices of the tiles that overlap the pixel range ``[start, stop)``."""
+        # origin(k) < stop  and  origin(k) + tile > start
+        first = max(0, _ceil_div(start + self.margin - self.tile + 1, self.stride))
+        last = min(self.count - 1, (stop - 1 + self.margin) // self.stride)
+        return range(first, last + 1)
+
+
+@dataclass(frozen=True)
+class PlaneGrid:
+    """The global tile grid of a plane: one :class:`AxisGrid` per axis."""
+
+    y: AxisGrid
+    x: AxisGrid
+
+    @property
+    def tile(self) -> int:
+        return self.y.tile
+
+    @property
+    def n_tiles(self) -> int:
+        """Number of tiles that cover the whole plane."""
+        return self.y.count * self.x.count
+
+    def model_pixels_per_pixel(self) -> float:
+        """Pixels the network computes per output pixel over the whole plane."""
+        return self.n_tiles * self.tile**2 / (self.y.size * self.x.size)
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)
+
+
+def _validate_tile(tile: int, overlap: float) -> int:
+    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
+        raise ValueError(f"tile={tile!r} must be a positive integer (for example 128).")
+    if not (0.0 <= float(overlap) < 1.0):
+        raise ValueError(f"overlap={overlap!r} must be a fraction in [0, 1), for example 0.25.")
+    stride = int(tile) - int(round(int(tile) * float(overlap)))
+    if stride < 1:
+        raise ValueError(
+            f"overlap={overlap!r} leaves no stride for tile={tile}; use a smaller overlap."
+        )
+    return stride
+
+
+def axis_grid(size: int, tile: int, overlap: float) -> AxisGrid:
+    """Tile origins covering an axis of length ``size``.
+
+    Parameters
+    ----------
+    size : int
+        Length of the axis in pixels (>= 1).
+    tile : int
+        Tile edge length in pixels.
+    overlap : float
+        Fraction of a tile shared by neighbouring tiles, in [0, 1).
+
+    Returns
+    -------
+    AxisGrid
+        The grid; tile ``k`` covers ``[-margin + k*stride, -margin + k*stride + tile)``.
+
+    Examples
+    --------
+    >>> g = axis_grid(300, tile=128, overlap=0.25)
+    >>> g.stride, g.margin, g.count
+    (96, 16, 4)
+    >>> [g.origin(k) for k in range(g.count)]
+    [-16, 80, 176, 272]
+    """
+    if size < 1:
+        raise ValueError(f"axis length {size} must be at least 1.")
+    stride = _validate_tile(tile, overlap)
+    margin = (int(tile) - stride) // 2
+    # The last tile must reach `margin` pixels past the last pixel, like the first.
+    span = size + 2 * margin - int(tile)
+    count = 1 if span <= 0 else _ceil_div(span, stride) + 1
+    return AxisGrid(size=int(size), tile=int(tile), stride=stride, margin=margin, count=count)
+
+
+def plane_grid(shape: tuple[int, int], tile: int = 128, overlap: float = 0.25) -> PlaneGrid:
+    """The global tile grid of a plane of ``shape = (H, W)``.
+
+    Examples
+    --------
+    >>> g = plane_grid((501, 501), tile=128, overlap=0.25)
+    >>> g.y.count, g.x.count, g.n_tiles
+    (6, 6, 36)
+    """
+    height, width = (int(s) for s in shape)
+    return PlaneGrid(y=axis_grid(height, tile, overlap), x=axis_grid(width, tile, overlap))
+
+
+def reflect_index(index: np.ndarray, size: int) -> np.ndarray:
+    """Map global indices onto ``[0, size)`` with numpy ``reflect`` mirroring.
+
+    The mirror does not repeat the edge pixel (``d c b | a b c d | c b a``), as
+    ``np.pad(mode="reflect")``, and repeats periodically for indices further
+    away than one axis length.
+
+    Examples
+    --------
+    >>> reflect_index(np.arange(-3, 7), 4).tolist()
+    [3, 2, 1, 0, 1, 2, 3, 2, 1, 0]
+    """
+    index = np.asarray(index, dtype=np.int64)
+    if size == 1:
+        return np.zeros_like(index)
+    period = 2 * (size - 1)
+    folded = np.mod(index, period)
+    return np.where(folded >= size, period - folded, folded)
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """How to build a mirrored window from one rectangular read of the volume.
+
+    Read ``volume[..., y_read, x_read]``, then take ``y_take`` / ``x_take``
+    (indices relative to the read) to get the window covering ``y_window`` /
+    ``x_window`` in global coordinates, mirrored where it leaves the volume.
+    """
+
+    y_window: tuple[int, int]
+    x_window: tuple[int, int]
+    y_read: slice
+    x_read: slice
+    y_take: np.ndarray | None
+    x_take: np.ndarray | None
+    y_outside: np.ndarray | None = None
+    x_outside: np.ndarray | None = None
+
+
+def _axis_read(
+    start: int, stop: int, size: int, pad: str
+) -> tuple[slice, np.ndarray | None, np.ndarray | None]:
+    coords = np.arange(start, stop)
+    if pad == "reflect":
+        index = reflect_index(coords, size)
+        outside = None
+    else:
+        index = np.clip(coords, 0, size - 1)
+        outside = (coords < 0) | (coords >= size)
+    lo, hi = int(index.min()), int(index.max()) + 1
+    take = index - lo
+    if start >= 0 and stop <= size:
+        take, outside = None, None  # inside the volume: a plain slice, no copy needed
+    elif outside is not None and not outside.any():
+        outside = None
+    return slice(lo, hi), take, outside
+
+
+def reflected_read_plan(
+    grid: PlaneGrid,
+    y_range: tuple[int, int],
+    x_range: tuple[int, int],
+    pad: str = "reflect",
+) -> ReadPlan:
+    """The window of input that the tiles touching a block need, and how to read it.
+
+    Parameters
+    ----------
+    grid : PlaneGrid
+        The global tile grid.
+    y_range, x_range : tuple of int
+        The block's own pixels ``[start, stop)`` along y and x.
+
+    Returns
+    -------
+    ReadPlan
+        The window spans every tile that touches the block (the block plus its
+        halo); the read is the bounding box of the in-volume pixels it mirrors.
+    """
+    ty = grid.y.touching(*y_range)
+    tx = grid.x.touching(*x_range)
+    y_window = (grid.y.origin(ty.start), grid.y.origin(ty.stop - 1) + grid.tile)
+    x_window = (grid.x.origin(tx.start), grid.x.origin(tx.stop - 1) + grid.tile)
+    if pad not in PAD_MODES:
+        raise ValueError(f"pad={pad!r} is not known; use one of {', '.join(PAD_MODES)}.")
+    y_read, y_take, y_outside = _axis_read(*y_window, grid.y.size, pad)
+    x_read, x_take, x_outside = _axis_read(*x_window, grid.x.size, pad)
+    return ReadPlan(y_window, x_window, y_read, x_read, y_take, x_take, y_outside, x_outside)
+
+
+def apply_read_plan(plan: ReadPlan, block: np.ndarray) -> np.ndarray:
+    """Build the mirrored window from ``block = volume[..., plan.y_read, plan.x_read]``."""
+    if plan.y_take is not None:
+        block = np.take(block, plan.y_take, axis=-2)
+    if plan.x_take is not None:
+        block = np.take(block, plan.x_take, axis=-1)
+    if plan.y_outside is not None or plan.x_outside is not None:
+        block = np.array(block, copy=True)
+        if plan.y_outside is not None:
+            block[..., plan.y_outside, :] = 0
+        if plan.x_outside is not None:
+            block[..., plan.x_outside] = 0
+    return block
+
+
+@lru_cache(maxsize=16)
+def _blend_window_cached(tile: int, mode: str, sigma_scale: float) -> np.ndarray:
+    if mode == "constant":
+        window = np.ones((tile, tile), dtype=np.float32)
+    else:
+        centre = (tile - 1) / 2.0
+        sigma = max(sigma_scale * tile, 1e-6)
+        profile = np.exp(-0.5 * ((np.arange(tile) - centre) / sigma) ** 2)
+        window = np.outer(profile, profile)
+        window /= window.max()
+        # Weights must stay > 0 so that a pixel covered by a single tile (overlap
+        # 0, or tile corners) still gets that tile's value, never 0/0.
+        window = np.maximum(window, 1e-4).astype(np.float32)
+    window.setflags(write=False)
+    return window
+
+
+def blend_window(tile: int, mode: str = "gaussian", sigma_scale: float = 0.125) -> np.ndarray:
+    """Blend weights for one tile, computed once per (tile, mode) and cached.
+
+    Parameters
+    ----------
+    tile : int
+        Tile edge length.
+    mode : {"gaussian", "constant"}
+        ``gaussian`` (default): separable Gaussian centred on the tile with
+        standard deviation ``sigma_scale * tile``, scaled to a maximum of 1 and
+        clipped below at 1e-4 (as MONAI's sliding-window inference). ``constant``:
+        all ones, a plain average of overlapping predictions.
+    sigma_scale : float
+        Gaussian width relative to the tile.
+
+    Returns
+    -------
+    numpy.ndarray
+        Read-only float32 array of shape ``(tile, tile)``, all weights > 0.
+
+    Examples
+    --------
+    >>> w = blend_window(128)
+    >>> w.shape, w.dtype, bool(w.min() > 0), float(w.max())
+    ((128, 128), dtype('float32'), True, 1.0)
+    """
+    if mode not in BLEND_MODES:
+        raise ValueError(f"blend={mode!r} is not known; use one of {', '.join(BLEND_MODES)}.")
+    return _blend_window_cached(int(tile), mode, float(sigma_scale))
+
+
+def _tile_positions(grid: PlaneGrid, y_range, x_range) -> list[tuple[int, int]]:
+    """Global (ky, kx) of the tiles touching a block, in the fixed global order."""
+    return [(ky, kx) for ky in grid.y.touching(*y_range) for kx in grid.x.touching(*x_range)]
+
+
+def iter_batches(n_items: int, batch_size: int) -> Iterator[range]:
+    """Consecutive index ranges of at most ``batch_size`` items."""
+    for start in range(0, n_items, batch_size):
+        yield range(start, min(start + batch_size, n_items))
+
+
+def stitch_block(
+    window: np.ndarray,
+    grid: PlaneGrid,
+    y_range: tuple[int, int],
+    x_range: tuple[int, int],
+    predict: Predictor,
+    *,
+    blend: str = "gaussian",
+    batch_size: int = 16,
+) -> np.ndarray:
+    """Predict every tile touching a block and blend them into the block's pixels.
+
+    Parameters
+    ----------
+    window : numpy.ndarray
+        Float array ``(Z, wy, wx)``: the mirrored input window of the block, as
+        built by :func:`reflected_read_plan` and :func:`apply_read_plan`.
+    grid : PlaneGrid
+        The global tile grid of the plane.
+    y_range, x_range : tuple of int
+        The block's own pixels ``[start, stop)`` in global coordinates.
+    predict : callable
+        Maps a float32 array ``(B, tile, tile)`` to an array of the same shape.
+    blend : {"gaussian", "constant"}
+        Blend window.
+    batch_size : int
+        Tiles per call to ``predict``; tiles of all slices of the block are batched
+        together.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(Z, y_stop - y_start, x_stop - x_start)``: ``sum(w*p) / sum(w)``.
+
+    Examples
+    --------
+    An identity predictor gives the input back:
+
+    >>> volume = np.arange(2 * 50 * 70, dtype=np.float32).reshape(2, 50, 70)
+    >>> grid = plane_grid((50, 70), tile=32, overlap=0.5)
+    >>> plan = reflected_read_plan(grid, (10, 40), (0, 70))
+    >>> window = apply_read_plan(plan, volume[:, plan.y_read, plan.x_read])
+    >>> out = stitch_block(window, grid, (10, 40), (0, 70), lambda t: t)
+    >>> bool(np.allclose(out, volume[:, 10:40], rtol=1e-6))
+    True
+    """
+    tile = grid.tile
+    weights = blend_window(tile, blend)
+    n_z = window.shape[0]
+    (y0, y1), (x0, x1) = y_range, x_range
+    wy0 = grid.y.origin(grid.y.touching(y0, y1).start)
+    wx0 = grid.x.origin(grid.x.touching(x0, x1).start)
+
+    positions = _tile_positions(grid, y_range, x_range)
+    # Crop of each tile to the block, in block and in tile coordinates.
+    crops = []
+    for ky, kx in positions:
+        oy, ox = grid.y.origin(ky), grid.x.origin(kx)
+        by0, by1 = max(oy, y0), min(oy + tile, y1)
+        bx0, bx1 = max(ox, x0), min(ox + tile, x1)
+        crops.append(
+            (
+                (oy - wy0, ox - wx0),
+                (slice(by0 - y0, by1 - y0), slice(bx0 - x0, bx1 - x0)),
+                (slice(by0 - oy, by1 - oy), slice(bx0 - ox, bx1 - ox)),
+            )
+        )
+
+    weight_sum = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
+    for _, block_sl, tile_sl in crops:
+        weight_sum[block_sl] += weights[tile_sl]
+
+    out = np.zeros((n_z, y1 - y0, x1 - x0), dtype=np.float32)
+    n_tiles = len(crops)
+    jobs = [(z, i) for z in range(n_z) for i in range(n_tiles)]
+    batch = np.empty((min(batch_size, len(jobs)), tile, tile), dtype=np.float32)
+    for indices in iter_batches(len(jobs), batch_size):
+        for b, j in enumerate(indices):
+            z, i = jobs[j]
+            (wy, wx), _, _ = crops[i]
+            batch[b] = window[z, wy : wy + tile, wx : wx + tile]
+        prediction = np.asarray(predict(batch[: len(indices)]), dtype=np.float32)
+        if prediction.shape != (len(indices), tile, tile):
+            raise ValueError(
+                f"predictor returned shape {prediction.shape}, "
+                f"expected {(len(indices), tile, tile)}."
+            )
+        for b, j in enumerate(indices):
+            z, i = jobs[j]
+            _, block_sl, tile_sl = crops[i]
+            out[z][block_sl] += weights[tile_sl] * prediction[b][tile_sl]
+    out /= weight_sum
+    return out
