@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 # A voxel is "uncertain" when its blended Ni probability lies in this band.
 UNCERTAIN_BAND = (0.2, 0.8)
-PROB_DTYPES = {True: "uint8", "uint8": "uint8", "float16": "float16"}
+PROB_DTYPES = {True: "uint8", "uint8": "uint8", "float16": "float16", "float32": "float32"}
 # Parameters that must match for resume=True to continue an earlier run.
 RESUME_KEYS = (
     "shape", "chunks", "tile", "overlap", "blend", "pad", "threshold", "ni_label",
@@ -197,8 +197,8 @@ def _segment_block(
     prob_out = None
     if settings.prob_dtype == "uint8":
         prob_out = np.rint(probability * 255).astype(np.uint8)
-    elif settings.prob_dtype == "float16":
-        prob_out = probability.astype(np.float16)
+    elif settings.prob_dtype is not None:
+        prob_out = probability.astype(settings.prob_dtype)
     counts["seconds"] = time.perf_counter() - started
     output.write_block(index, region, mask.astype(np.uint8), prob_out, counts)
     return counts
@@ -235,8 +235,10 @@ def _validate_params(tile, overlap, blend, pad, batch_size, threshold, save_prob
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer, e.g. 16.")
     if not 0.0 < float(threshold) < 1.0:
         raise ValueError(f"threshold={threshold!r} must lie strictly between 0 and 1.")
-    if save_prob not in (False, None, True, "uint8", "float16"):
-        raise ValueError(f"save_prob={save_prob!r} must be False, True, 'uint8' or 'float16'.")
+    if save_prob not in (False, None, *PROB_DTYPES):
+        raise ValueError(
+            f"save_prob={save_prob!r} must be False, True, 'uint8', 'float16' or 'float32'."
+        )
 
 
 def _source_for_task(scan: vio.Scan, region: tuple[slice, slice, slice]) -> Any:
@@ -404,7 +406,7 @@ def segment(
     model: Any,
     out: Any = None,
     truth: Any = None,
-    ni_label: float = 1,
+    ni_label: float | None = None,
     tile: int = 128,
     overlap: float = 0.25,
     blend: str = "gaussian",
@@ -439,9 +441,10 @@ def segment(
     truth : same kinds as ``scan``, optional
         Ground truth (binary mask or label volume) of the same shape; adds
         tp/fp/fn/tn per chunk and pooled Ni IoU and Dice.
-    ni_label : number
+    ni_label : number, optional
         Value of Ni in ``truth`` (1 for binary masks, 2 for volseg.synth labels,
-        255 for 0/128/255 label images).
+        255 for 0/128/255 label images). Default: the value recorded in the
+        truth's attrs (``{"phases": {"ni": 2}}`` as volseg.synth writes), else 1.
     tile : int
         Tile edge length; a multiple of 32 (128, the training size, by default).
     overlap : float
@@ -454,7 +457,7 @@ def segment(
         Tiles per forward pass.
     threshold : float
         Ni where the blended probability exceeds it.
-    save_prob : bool or {"uint8", "float16"}
+    save_prob : bool or {"uint8", "float16", "float32"}
         Also store the blended probability (``True`` means uint8 0..255).
     chunks : tuple of 3 int, optional
         Processing blocks = output chunks; default from :func:`choose_chunks`.
@@ -499,6 +502,10 @@ def segment(
                 f"truth {truth_volume.source!r} has shape {truth_volume.shape} but scan "
                 f"{volume.source!r} has shape {volume.shape}; give the labels of this scan."
             )
+        if ni_label is None:
+            ni_label = vio.recorded_label(truth_volume, "ni")
+    if ni_label is None:
+        ni_label = 1
     model_path, sha256, config, loaded = _resolve_model(model, str(torch_device))
     if client is not None and loaded is not None:
         raise ValueError(

@@ -38,6 +38,7 @@ __all__ = [
     "default_output_path",
     "open_output",
     "open_scan",
+    "write_arrays",
 ]
 
 log = logging.getLogger(__name__)
@@ -234,6 +235,21 @@ def _read_tiff_page(path: str):
     return dask.delayed(tifffile.imread, pure=True)(path)
 
 
+def recorded_label(scan: Scan, phase: str = "ni") -> float | None:
+    """The value of ``phase`` recorded in a label volume's attrs (``{"phases": {...}}``).
+
+    volseg.synth labels record ``{"pore": 0, "ysz": 1, "ni": 2}``; other label
+    volumes usually record nothing, and None is returned.
+    """
+    attrs = getattr(scan.array, "attrs", None)
+    if attrs is None:
+        return None
+    phases = dict(attrs).get("phases")
+    if isinstance(phases, dict) and phase in phases:
+        return phases[phase]
+    return None
+
+
 def read_region(array: Any, region: tuple[slice, ...]) -> np.ndarray:
     """Read ``array[region]`` as numpy (zarr and numpy; dask goes through the graph)."""
     return np.asarray(array[region])
@@ -419,3 +435,55 @@ def open_output(out: Any, mode: str = "r") -> OutputGroup:
     prob = group["prob"] if "prob" in group else None
     stats = {name: group["stats"][name] for name in STAT_FIELDS}
     return OutputGroup(group, mask, prob, stats, tuple(int(c) for c in mask.chunks))
+
+
+def write_arrays(
+    out: Any,
+    arrays: dict[str, Any],
+    *,
+    chunks: tuple[int, ...],
+    attrs: dict[str, Any] | None = None,
+    array_attrs: dict[str, dict[str, Any]] | None = None,
+    overwrite: bool = False,
+    zarr_format: int = 3,
+) -> zarr.Group:
+    """Store dask (or numpy) arrays as named arrays of a new Zarr group, block by block.
+
+    Parameters
+    ----------
+    out : path or zarr store
+        The group to create.
+    arrays : dict of str to array
+        Name -> array; dask arrays are computed and written chunk by chunk.
+    chunks : tuple of int
+        Stored chunk shape (clipped to each array's shape).
+    attrs : dict, optional
+        Group attributes.
+    array_attrs : dict of str to dict, optional
+        Attributes of individual arrays.
+    overwrite : bool
+        Replace an existing group.
+
+    Returns
+    -------
+    zarr.Group
+    """
+    if output_exists(out):
+        if not overwrite:
+            raise FileExistsError(
+                f"output {str(out)!r} already exists; pass overwrite=True (--overwrite) to replace it."
+            )
+        remove_output(out)
+    group = zarr.open_group(_store_for(out), mode="w-", zarr_format=zarr_format)
+    if attrs:
+        group.attrs.update(attrs)
+    for name, array in arrays.items():
+        array = da.asarray(array)
+        block = tuple(min(c, s) for c, s in zip(chunks, array.shape))
+        target = group.create_array(
+            name, shape=array.shape, chunks=block, dtype=array.dtype, fill_value=0
+        )
+        if array_attrs and name in array_attrs:
+            target.attrs.update(array_attrs[name])
+        da.store(array.rechunk(block), target, lock=False)
+    return group

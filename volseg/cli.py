@@ -1,0 +1,196 @@
+"""The ``volseg`` command: parses arguments and calls the library. Nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from ._version import __version__
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("volseg")
+
+
+def _shape(values: Sequence[int]) -> tuple[int, int, int]:
+    return tuple(int(v) for v in values)
+
+
+def _add_segment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "segment",
+        help="segment Ni in a scan with a trained U-Net",
+        description="Segment a 3D scan slice by slice with the tiled U-Net and write the mask "
+        "(and per-chunk statistics) to a Zarr group.",
+    )
+    p.add_argument("scan", help="Zarr array/group (scan.zarr, scan.zarr/image), TIFF stack")
+    p.add_argument("--model", required=True, help="volseg checkpoint (.pt)")
+    p.add_argument("--out", help="output Zarr group (default: <scan>_ni.zarr beside the scan)")
+    p.add_argument("--truth", help="ground-truth labels of the same shape, for IoU")
+    p.add_argument(
+        "--ni-label", type=float, default=None,
+        help="value of Ni in --truth (default: from the truth's attrs, else 1)",
+    )  # fmt: skip
+    p.add_argument("--tile", type=int, default=128, help="tile size, multiple of 32 (128)")
+    p.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (0.25)")
+    p.add_argument("--blend", choices=["gaussian", "constant"], default="gaussian")
+    p.add_argument("--pad", choices=["reflect", "constant"], default="reflect")
+    p.add_argument("--batch-size", type=int, default=16, help="tiles per forward pass (16)")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument(
+        "--save-prob", choices=["uint8", "float16", "float32"], default=None,
+        help="also store the blended probability",
+    )  # fmt: skip
+    p.add_argument("--chunks", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                   help="processing blocks = output chunks (default: from the scan's chunks)")  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--scheduler", help="address of a dask.distributed scheduler (tcp://...)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted run")
+    p.add_argument("--csv", help="also write the per-chunk table to this CSV file")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_run_segment)
+
+
+def _run_segment(args: argparse.Namespace) -> int:
+    from .inference import segment
+
+    client = None
+    if args.scheduler:
+        from distributed import Client
+
+        client = Client(args.scheduler)
+    try:
+        result = segment(
+            args.scan,
+            model=args.model,
+            out=args.out,
+            truth=args.truth,
+            ni_label=args.ni_label,
+            tile=args.tile,
+            overlap=args.overlap,
+            blend=args.blend,
+            pad=args.pad,
+            batch_size=args.batch_size,
+            threshold=args.threshold,
+            save_prob=args.save_prob or False,
+            chunks=tuple(args.chunks) if args.chunks else None,
+            device=args.device,
+            client=client,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            progress=not args.no_progress,
+        )
+    finally:
+        if client is not None:
+            client.close()
+    if args.csv:
+        result.stats.to_csv(args.csv, index=False)
+    print(f"mask written to {result.path}")
+    _print_summary(result.summary)
+    return 0
+
+
+def _print_summary(summary: dict) -> None:
+    order = ["ni_iou", "ni_dice", "precision", "recall", "two_class_mean_iou", "ni_fraction",
+             "uncertain_fraction", "voxels", "chunks", "chunks_computed", "chunks_skipped",
+             "seconds", "voxels_per_second", "status"]  # fmt: skip
+    for key in order:
+        if key in summary and summary[key] is not None:
+            value = summary[key]
+            label = key + (" (mean of Ni and background)" if key == "two_class_mean_iou" else "")
+            text = f"{value:.4f}" if isinstance(value, float) else str(value)
+            print(f"  {label:<24} {text}")
+
+
+def _add_stats(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "stats", help="print the per-chunk statistics of an output",
+        description="Print the per-chunk table (and pooled summary) of a segmentation output.",
+    )  # fmt: skip
+    p.add_argument("out", help="output Zarr group written by `volseg segment`")
+    p.add_argument("--csv", help="write the table to this CSV file")
+    p.set_defaults(func=_run_stats)
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .inference import open_result
+
+    result = open_result(args.out)
+    with pd.option_context("display.max_rows", 200, "display.width", 160):
+        print(result.stats.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    _print_summary(result.summary)
+    if args.csv:
+        result.stats.to_csv(args.csv, index=False)
+        print(f"table written to {args.csv}")
+    return 0
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "synth", help="write a synthetic Ni/YSZ/pore scan with labels",
+        description="Write a synthetic anode (image uint16, labels 0 pore / 1 YSZ / 2 Ni) "
+        "into a Zarr group, block by block.",
+    )  # fmt: skip
+    p.add_argument("out", help="output Zarr group")
+    p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), default=(64, 384, 384))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chunks", type=int, nargs=3, metavar=("Z", "Y", "X"), default=(16, 256, 256))
+    p.add_argument("--ni-fraction", type=float, default=0.27)
+    p.add_argument("--ysz-fraction", type=float, default=0.43)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_run_synth)
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from .synth import write_anode
+
+    write_anode(
+        args.out, _shape(args.shape), seed=args.seed, chunks=_shape(args.chunks),
+        overwrite=args.overwrite, ni_fraction=args.ni_fraction, ysz_fraction=args.ysz_fraction,
+    )  # fmt: skip
+    print(f"wrote {args.out}/image (uint16) and {args.out}/labels (0 pore, 1 YSZ, 2 Ni)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``volseg`` command (also used to document the CLI)."""
+    parser = argparse.ArgumentParser(
+        prog="volseg",
+        description="Segment a material phase (Ni in Ni/YSZ anodes) in large chunked tomograms.",
+    )
+    parser.add_argument("--version", action="version", version=f"volseg {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_segment(sub)
+    _add_stats(sub)
+    _add_synth(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``volseg`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except (FileNotFoundError, FileExistsError, ValueError, TypeError) as exc:
+        print(f"volseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"volseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
