@@ -214,7 +214,7 @@ def _resolve_model(model: Any, device: str) -> tuple[str, str, dict, Any]:
             "pass the path of a file written by volseg.train."
         )
     # Load once here: validates the file (format, weights_only) before any task runs.
-    loaded = vmodel.cached_model(model, vmodel.file_sha256(model), device)
+    loaded = vmodel.cached_model(model, None, device)
     return str(model), loaded.sha256, loaded.config, None
 
 

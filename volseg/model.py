@@ -452,19 +452,26 @@ _CACHE: dict[tuple[str, str], LoadedModel] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def cached_model(path: str | os.PathLike, sha256: str, device: str = "auto") -> LoadedModel:
+def cached_model(
+    path: str | os.PathLike, sha256: str | None = None, device: str = "auto"
+) -> LoadedModel:
     """The model of a checkpoint, loaded once per process and device.
 
     Keyed by the checkpoint's SHA-256 and the device, so every task on a worker
-    shares one network; a file that changed since ``sha256`` was taken is an error.
+    shares one network. With ``sha256`` given, a file whose content changed since
+    is an error; with None the file is hashed (and validated) first.
     """
     torch_device = resolve_device(device)
+    if sha256 is None:
+        if not Path(path).is_file():
+            load_checkpoint(path, torch_device)  # raises the clear "does not exist" error
+        sha256 = file_sha256(path)
     key = (sha256, str(torch_device))
     with _CACHE_LOCK:
         loaded = _CACHE.get(key)
         if loaded is None:
             loaded = load_checkpoint(path, torch_device)
-            if sha256 and loaded.sha256 != sha256:
+            if loaded.sha256 != sha256:
                 raise ValueError(
                     f"model file {str(path)!r} changed during the run "
                     f"(sha256 {loaded.sha256[:12]} != {sha256[:12]}); start the run again."
