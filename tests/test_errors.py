@@ -31,7 +31,9 @@ def test_scan_not_3d(shape, checkpoint):
 
 @pytest.mark.parametrize("dtype", ["complex64", "U3", "bool", "datetime64[s]"])
 def test_scan_non_numeric_dtype(dtype, checkpoint):
-    with pytest.raises(ValueError, match=rf"has dtype {re.escape(str(np.dtype(dtype)))}.*not numeric"):
+    with pytest.raises(
+        ValueError, match=rf"has dtype {re.escape(str(np.dtype(dtype)))}.*not numeric"
+    ):
         volseg.segment(np.zeros((2, 64, 64), dtype=dtype), model=checkpoint, **RUN)
 
 
@@ -145,8 +147,9 @@ def test_bad_parameters(kwargs, match, anode_arrays, checkpoint):
 
 def test_output_inside_the_scan_is_refused(scan_zarr, checkpoint):
     with pytest.raises(ValueError, match="would replace the scan"):
-        volseg.segment(str(scan_zarr / "image"), model=checkpoint, out=scan_zarr, overwrite=True,
-                       **RUN)  # fmt: skip
+        volseg.segment(
+            str(scan_zarr / "image"), model=checkpoint, out=scan_zarr, overwrite=True, **RUN
+        )
     assert (scan_zarr / "image").exists()
 
 

@@ -8,9 +8,8 @@ import pytest
 import zarr
 
 import volseg
-from volseg import inference
+from volseg import inference, metrics
 from volseg import io as vio
-from volseg import metrics
 
 RUN = {"tile": 64, "overlap": 0.25, "device": "cpu", "progress": False}
 
@@ -33,8 +32,18 @@ def test_segment_writes_complete_output_group(scan_zarr, checkpoint, tmp_path):
     assert record["input"] == str(scan_zarr)
     table = result.stats
     assert len(table) == np.prod([-(-s // c) for s, c in zip(image.shape, result.mask.chunks)])
-    for column in ["chunk_z", "z0", "z1", "y0", "x1", "ni_voxels", "ni_fraction",
-                   "uncertain_fraction", "seconds", "done"]:  # fmt: skip
+    for column in [
+        "chunk_z",
+        "z0",
+        "z1",
+        "y0",
+        "x1",
+        "ni_voxels",
+        "ni_fraction",
+        "uncertain_fraction",
+        "seconds",
+        "done",
+    ]:
         assert column in table
     assert table["done"].all()
     assert int(table["ni_voxels"].sum()) == int(result.mask[...].sum())
@@ -47,8 +56,14 @@ CHUNKINGS = [(5, 90, 110), (2, 33, 40), (3, 17, 64), (1, 90, 7), (4, 50, 110)]
 
 def test_same_scan_chunked_differently_gives_same_mask(scan_zarr, checkpoint, tmp_path):
     results = [
-        run(scan_zarr / "image", checkpoint, tmp_path / f"out{i}.zarr", chunks=c,
-            save_prob="float32", batch_size=5 + i)  # fmt: skip
+        run(
+            scan_zarr / "image",
+            checkpoint,
+            tmp_path / f"out{i}.zarr",
+            chunks=c,
+            save_prob="float32",
+            batch_size=5 + i,
+        )
         for i, c in enumerate(CHUNKINGS)
     ]
     mask0, prob0 = results[0].mask[...], results[0].prob[...]
@@ -66,14 +81,16 @@ def test_numpy_input_matches_whole_volume_reference(anode_arrays, checkpoint):
     from volseg import tiling
 
     image, _ = anode_arrays
-    result = volseg.segment(image, model=checkpoint, chunks=(2, 40, 50), save_prob="float32",
-                            **RUN)  # fmt: skip
+    result = volseg.segment(image, model=checkpoint, chunks=(2, 40, 50), save_prob="float32", **RUN)
     loaded = vmodel.load_checkpoint(checkpoint)
     grid = tiling.plane_grid(image.shape[1:], 64, 0.25)
     weights = tiling.blend_window(64).astype(np.float64)
     pad = 80
-    plane = np.pad(vmodel.normalise(image, loaded.config["normalisation"]),
-                   ((0, 0), (pad, pad), (pad, pad)), mode="reflect")  # fmt: skip
+    plane = np.pad(
+        vmodel.normalise(image, loaded.config["normalisation"]),
+        ((0, 0), (pad, pad), (pad, pad)),
+        mode="reflect",
+    )
     acc = np.zeros(plane.shape)
     wsum = np.zeros(plane.shape[1:])
     for ky in range(grid.y.count):
@@ -91,8 +108,13 @@ def test_numpy_input_matches_whole_volume_reference(anode_arrays, checkpoint):
 
 
 def test_per_chunk_counts_add_up_to_whole_volume(scan_zarr, checkpoint, tmp_path):
-    result = run(scan_zarr / "image", checkpoint, tmp_path / "o.zarr",
-                 truth=scan_zarr / "labels", chunks=(2, 33, 40))  # fmt: skip
+    result = run(
+        scan_zarr / "image",
+        checkpoint,
+        tmp_path / "o.zarr",
+        truth=scan_zarr / "labels",
+        chunks=(2, 33, 40),
+    )
     labels = zarr.open(str(scan_zarr / "labels"), mode="r")[...]
     truth = labels == 2  # recorded in the labels' attrs by volseg.synth
     mask = result.mask[...].astype(bool)
@@ -117,8 +139,7 @@ def test_truth_label_value_given_explicitly(scan_zarr, checkpoint, tmp_path):
     assert result.summary["tp"] == int(np.sum(mask & (labels == 2)))
 
 
-def test_interrupted_run_resumes_to_the_same_result(scan_zarr, checkpoint, tmp_path,
-                                                    monkeypatch):  # fmt: skip
+def test_interrupted_run_resumes_to_the_same_result(scan_zarr, checkpoint, tmp_path, monkeypatch):
     reference = run(scan_zarr / "image", checkpoint, tmp_path / "ref.zarr", chunks=(2, 40, 40))
     original = inference._segment_block
 
@@ -170,8 +191,13 @@ def _ome_zarr(path, image):
     group = zarr.open_group(str(path), mode="w")
     group.create_array("0", data=image, chunks=(2, 45, 55))
     group.create_array("1", data=image[:, ::2, ::2], chunks=(2, 45, 55))
-    group.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": a} for a in "zyx"],
-                                   "datasets": [{"path": "0"}, {"path": "1"}]}]  # fmt: skip
+    group.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": [{"name": a} for a in "zyx"],
+            "datasets": [{"path": "0"}, {"path": "1"}],
+        }
+    ]
     return path
 
 
@@ -225,9 +251,29 @@ def test_cli_segment_and_stats(scan_zarr, checkpoint, tmp_path, capsys):
     from volseg.cli import main
 
     out = tmp_path / "cli.zarr"
-    code = main(["segment", str(scan_zarr), "--model", str(checkpoint), "--out", str(out),
-                 "--truth", str(scan_zarr / "labels"), "--tile", "64", "--overlap", "0.25",
-                 "--device", "cpu", "--no-progress", "--chunks", "2", "45", "55"])  # fmt: skip
+    code = main(
+        [
+            "segment",
+            str(scan_zarr),
+            "--model",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--truth",
+            str(scan_zarr / "labels"),
+            "--tile",
+            "64",
+            "--overlap",
+            "0.25",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--chunks",
+            "2",
+            "45",
+            "55",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "ni_iou" in printed and str(out) in printed

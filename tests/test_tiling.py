@@ -20,8 +20,9 @@ TILES = [32, 64, 128]
 OVERLAPS = [0.0, 0.25, 0.5, 0.75]
 
 
-def blockwise(volume, chunks, tile, overlap, predict, blend="gaussian", pad="reflect",
-              batch_size=7):  # fmt: skip
+def blockwise(
+    volume, chunks, tile, overlap, predict, blend="gaussian", pad="reflect", batch_size=7
+):
     """Stitch a whole volume block by block, as volseg.inference does, in float64 input."""
     grid = tiling.plane_grid(volume.shape[1:], tile, overlap)
     out = np.full(volume.shape, np.nan, dtype=np.float32)
@@ -103,9 +104,10 @@ def test_touching_matches_brute_force(size, tile, overlap):
     for start in range(0, size, 3):
         for stop in range(start + 1, size + 1, 7):
             expected = [
-                k for k in range(grid.count)
+                k
+                for k in range(grid.count)
                 if grid.origin(k) < stop and grid.origin(k) + tile > start
-            ]  # fmt: skip
+            ]
             assert list(grid.touching(start, stop)) == expected
 
 
@@ -175,8 +177,9 @@ def volume():
     return rng.integers(0, 4096, size=(3, 77, 131)).astype(np.uint16)
 
 
-@pytest.mark.parametrize("tile,overlap", [(32, 0.0), (32, 0.25), (64, 0.5), (128, 0.25),
-                                          (32, 0.75), (64, 0.1)])  # fmt: skip
+@pytest.mark.parametrize(
+    "tile,overlap", [(32, 0.0), (32, 0.25), (64, 0.5), (128, 0.25), (32, 0.75), (64, 0.1)]
+)
 @pytest.mark.parametrize("blend", ["gaussian", "constant"])
 @pytest.mark.parametrize("chunks", CHUNKINGS)
 def test_identity_predictor_reproduces_input(volume, tile, overlap, blend, chunks):

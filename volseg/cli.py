@@ -30,9 +30,11 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output Zarr group (default: <scan>_ni.zarr beside the scan)")
     p.add_argument("--truth", help="ground-truth labels of the same shape, for IoU")
     p.add_argument(
-        "--ni-label", type=float, default=None,
+        "--ni-label",
+        type=float,
+        default=None,
         help="value of Ni in --truth (default: from the truth's attrs, else 1)",
-    )  # fmt: skip
+    )
     p.add_argument("--tile", type=int, default=128, help="tile size, multiple of 32 (128)")
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (0.25)")
     p.add_argument("--blend", choices=["gaussian", "constant"], default="gaussian")
@@ -40,11 +42,18 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="tiles per forward pass (16)")
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument(
-        "--save-prob", choices=["uint8", "float16", "float32"], default=None,
+        "--save-prob",
+        choices=["uint8", "float16", "float32"],
+        default=None,
         help="also store the blended probability",
-    )  # fmt: skip
-    p.add_argument("--chunks", type=int, nargs=3, metavar=("Z", "Y", "X"),
-                   help="processing blocks = output chunks (default: from the scan's chunks)")  # fmt: skip
+    )
+    p.add_argument(
+        "--chunks",
+        type=int,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        help="processing blocks = output chunks (default: from the scan's chunks)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--scheduler", help="address of a dask.distributed scheduler (tcp://...)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -94,9 +103,22 @@ def _run_segment(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: dict) -> None:
-    order = ["ni_iou", "ni_dice", "precision", "recall", "two_class_mean_iou", "ni_fraction",
-             "uncertain_fraction", "voxels", "chunks", "chunks_computed", "chunks_skipped",
-             "seconds", "voxels_per_second", "status"]  # fmt: skip
+    order = [
+        "ni_iou",
+        "ni_dice",
+        "precision",
+        "recall",
+        "two_class_mean_iou",
+        "ni_fraction",
+        "uncertain_fraction",
+        "voxels",
+        "chunks",
+        "chunks_computed",
+        "chunks_skipped",
+        "seconds",
+        "voxels_per_second",
+        "status",
+    ]
     for key in order:
         if key in summary and summary[key] is not None:
             value = summary[key]
@@ -107,9 +129,10 @@ def _print_summary(summary: dict) -> None:
 
 def _add_stats(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "stats", help="print the per-chunk statistics of an output",
+        "stats",
+        help="print the per-chunk statistics of an output",
         description="Print the per-chunk table (and pooled summary) of a segmentation output.",
-    )  # fmt: skip
+    )
     p.add_argument("out", help="output Zarr group written by `volseg segment`")
     p.add_argument("--csv", help="write the table to this CSV file")
     p.set_defaults(func=_run_stats)
@@ -132,10 +155,11 @@ def _run_stats(args: argparse.Namespace) -> int:
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "synth", help="write a synthetic Ni/YSZ/pore scan with labels",
+        "synth",
+        help="write a synthetic Ni/YSZ/pore scan with labels",
         description="Write a synthetic anode (image uint16, labels 0 pore / 1 YSZ / 2 Ni) "
         "into a Zarr group, block by block.",
-    )  # fmt: skip
+    )
     p.add_argument("out", help="output Zarr group")
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), default=(64, 384, 384))
     p.add_argument("--seed", type=int, default=0)
@@ -150,9 +174,14 @@ def _run_synth(args: argparse.Namespace) -> int:
     from .synth import write_anode
 
     write_anode(
-        args.out, _shape(args.shape), seed=args.seed, chunks=_shape(args.chunks),
-        overwrite=args.overwrite, ni_fraction=args.ni_fraction, ysz_fraction=args.ysz_fraction,
-    )  # fmt: skip
+        args.out,
+        _shape(args.shape),
+        seed=args.seed,
+        chunks=_shape(args.chunks),
+        overwrite=args.overwrite,
+        ni_fraction=args.ni_fraction,
+        ysz_fraction=args.ysz_fraction,
+    )
     print(f"wrote {args.out}/image (uint16) and {args.out}/labels (0 pore, 1 YSZ, 2 Ni)")
     return 0
 
@@ -193,4 +222,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._version import __version__
 from . import io as vio
 from . import metrics, tiling
 from . import model as vmodel
+from ._version import __version__
 
 __all__ = ["SegmentationResult", "choose_chunks", "segment"]
 
@@ -38,9 +38,17 @@ UNCERTAIN_BAND = (0.2, 0.8)
 PROB_DTYPES = {True: "uint8", "uint8": "uint8", "float16": "float16", "float32": "float32"}
 # Parameters that must match for resume=True to continue an earlier run.
 RESUME_KEYS = (
-    "shape", "chunks", "tile", "overlap", "blend", "pad", "threshold", "ni_label",
-    "prob_dtype", "has_truth",
-)  # fmt: skip
+    "shape",
+    "chunks",
+    "tile",
+    "overlap",
+    "blend",
+    "pad",
+    "threshold",
+    "ni_label",
+    "prob_dtype",
+    "has_truth",
+)
 
 
 @dataclass
@@ -134,8 +142,7 @@ def _block_grid(shape, chunks) -> Iterator[tuple[tuple[int, int, int], tuple[sli
             for ix in range(counts[2]):
                 index = (iz, iy, ix)
                 region = tuple(
-                    slice(i * c, min((i + 1) * c, s))
-                    for i, c, s in zip(index, chunks, shape)
+                    slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, chunks, shape)
                 )
                 yield index, region
 
@@ -229,8 +236,10 @@ def _validate_params(tile, overlap, blend, pad, batch_size, threshold, save_prob
         raise ValueError(f"blend={blend!r} is not known; use 'gaussian' or 'constant'.")
     if pad not in tiling.PAD_MODES:
         raise ValueError(f"pad={pad!r} is not known; use 'reflect' (or 'constant' for zeros).")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
-        batch_size < 1
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or (batch_size < 1)
     ):
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer, e.g. 16.")
     if not 0.0 < float(threshold) < 1.0:
@@ -575,12 +584,21 @@ def segment(
             truth_source = _source_for_task(truth_volume, region)
         tasks.append(
             dask.delayed(_segment_block, pure=False)(
-                index, region, scan_source, truth_source, settings, output,
+                index,
+                region,
+                scan_source,
+                truth_source,
+                settings,
+                output,
                 dask_key_name=f"volseg-block-{sha256[:8]}-{'-'.join(map(str, index))}",
             )
-        )  # fmt: skip
-    log.info("segmenting %s: %d of %d chunks to compute", volume.source, len(tasks),
-             math.prod(math.ceil(s / c) for s, c in zip(volume.shape, chunks)))  # fmt: skip
+        )
+    log.info(
+        "segmenting %s: %d of %d chunks to compute",
+        volume.source,
+        len(tasks),
+        math.prod(math.ceil(s / c) for s, c in zip(volume.shape, chunks)),
+    )
     n_threads, torch_threads = _local_threads(torch_device)
     with _torch_threads(torch_threads if client is None else None):
         _run_tasks(tasks, client, n_threads, progress)
@@ -596,9 +614,13 @@ def segment(
     summary = _summary(table, has_truth, seconds, len(tasks), computed_voxels)
     output.update_attrs(status="complete", summary=_json_summary(summary))
     return SegmentationResult(
-        mask=output.mask, prob=output.prob, stats=table, summary=summary,
-        path=output.path, group=output.group,
-    )  # fmt: skip
+        mask=output.mask,
+        prob=output.prob,
+        stats=table,
+        summary=summary,
+        path=output.path,
+        group=output.group,
+    )
 
 
 def _read_region(settings: _Settings, region: tuple[slice, slice, slice]) -> tuple[slice, ...]:
@@ -628,6 +650,10 @@ def open_result(out: Any) -> SegmentationResult:
     summary = dict(record.get("summary") or {})
     summary["status"] = record.get("status")
     return SegmentationResult(
-        mask=output.mask, prob=output.prob, stats=table, summary=summary,
-        path=output.path, group=output.group,
-    )  # fmt: skip
+        mask=output.mask,
+        prob=output.prob,
+        stats=table,
+        summary=summary,
+        path=output.path,
+        group=output.group,
+    )

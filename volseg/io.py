@@ -87,7 +87,8 @@ def _describe(source: Any) -> str:
         return str(source)
     if isinstance(source, zarr.Array):
         return f"zarr array {source.store_path}"
-    return f"{type(source).__module__}.{type(source).__name__} of shape {getattr(source, 'shape', '?')}"
+    kind = f"{type(source).__module__}.{type(source).__name__}"
+    return f"{kind} of shape {getattr(source, 'shape', '?')}"
 
 
 def open_scan(source: Any, *, role: str = "scan", allow_bool: bool = False) -> Scan:
@@ -390,14 +391,21 @@ def create_output(
     """
     group = zarr.open_group(_store_for(out), mode="w-", zarr_format=zarr_format)
     group.attrs["volseg"] = {**attrs, "status": "running"}
-    mask = group.create_array(
-        "mask", shape=shape, chunks=chunks, dtype="uint8", fill_value=0,
+    group.create_array(
+        "mask",
+        shape=shape,
+        chunks=chunks,
+        dtype="uint8",
+        fill_value=0,
         dimension_names=("z", "y", "x") if zarr_format == 3 else None,
     )
-    prob = None
     if prob_dtype is not None:
-        prob = group.create_array(
-            "prob", shape=shape, chunks=chunks, dtype=prob_dtype, fill_value=0,
+        group.create_array(
+            "prob",
+            shape=shape,
+            chunks=chunks,
+            dtype=prob_dtype,
+            fill_value=0,
             dimension_names=("z", "y", "x") if zarr_format == 3 else None,
         )
     grid = tuple(-(-s // c) for s, c in zip(shape, chunks))
@@ -471,7 +479,8 @@ def write_arrays(
     if output_exists(out):
         if not overwrite:
             raise FileExistsError(
-                f"output {str(out)!r} already exists; pass overwrite=True (--overwrite) to replace it."
+                f"output {str(out)!r} already exists; "
+                "pass overwrite=True (--overwrite) to replace it."
             )
         remove_output(out)
     group = zarr.open_group(_store_for(out), mode="w-", zarr_format=zarr_format)

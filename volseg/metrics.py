@@ -81,7 +81,8 @@ def two_class_mean_iou(tp, fp, fn, tn):
     >>> two_class_mean_iou(8, 1, 1, 10)
     0.8166666666666667
     """
-    return (np.asarray(iou(tp, fp, fn)) + np.asarray(iou(tn, fn, fp))) / 2
+    mean = (np.asarray(iou(tp, fp, fn)) + np.asarray(iou(tn, fn, fp))) / 2
+    return float(mean) if mean.ndim == 0 else mean
 
 
 def pooled_scores(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:

@@ -105,7 +105,8 @@ def _validate_config(config: dict[str, Any]) -> None:
     depth = int(config["encoder_depth"])
     if len(config["decoder_channels"]) != depth:
         raise ValueError(
-            f"decoder_channels {config['decoder_channels']} must have encoder_depth={depth} entries."
+            f"decoder_channels {config['decoder_channels']} must have "
+            f"encoder_depth={depth} entries."
         )
 
 

@@ -76,9 +76,13 @@ def _smoothed_field(shape, seed: int, stream: int, sigma: float) -> tuple[da.Arr
     depth = {axis: min(radius, min(noise.chunks[axis])) for axis in range(noise.ndim)}
     noise = noise.rechunk({a: max(max(noise.chunks[a]), radius) for a in range(noise.ndim)})
     field = noise.map_overlap(
-        ndimage.gaussian_filter, depth=radius, boundary="none", sigma=sigma, truncate=4.0,
+        ndimage.gaussian_filter,
+        depth=radius,
+        boundary="none",
+        sigma=sigma,
+        truncate=4.0,
         dtype=np.float32,
-    )  # fmt: skip
+    )
     del depth
     field = field[tuple(slice(radius, radius + s) for s in shape)]
     kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
@@ -170,11 +174,16 @@ def anode(
     labels = _labels(shape, seed, params)
     greys = np.array([params.grey_pore, params.grey_ysz, params.grey_ni], dtype=np.float32)
     clean = labels.map_blocks(lambda block: greys[block], dtype=np.float32)
-    depth = {axis: min(int(math.ceil(4 * params.blur_sigma)), size) for axis, size in enumerate(shape)}
+    depth = {
+        axis: min(int(math.ceil(4 * params.blur_sigma)), size) for axis, size in enumerate(shape)
+    }
     blurred = clean.map_overlap(
-        ndimage.gaussian_filter, depth=depth, boundary="reflect", sigma=params.blur_sigma,
+        ndimage.gaussian_filter,
+        depth=depth,
+        boundary="reflect",
+        sigma=params.blur_sigma,
         dtype=np.float32,
-    )  # fmt: skip
+    )
     imaged = blurred.map_blocks(_artefacts, params, shape, seed, dtype=np.float32)
     noisy = imaged + params.noise_sigma * _seeded_noise(shape, seed, 3)
     image = da.clip(noisy, 0, 65535).round().astype(np.uint16)
