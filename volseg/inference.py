@@ -300,11 +300,18 @@ def _run_tasks(tasks: list, client: Any, n_threads: int, progress: bool) -> list
         from tqdm.dask import TqdmCallback
 
         callbacks.append(TqdmCallback(desc="segment", unit="task"))
-    with dask.config.set(callbacks=set()):
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(n_threads, thread_name_prefix="volseg")
+    try:
         with contextlib.ExitStack() as stack:
             for callback in callbacks:
                 stack.enter_context(callback)
-            return list(dask.compute(*tasks, scheduler="threads", num_workers=n_threads))
+            return list(dask.compute(*tasks, scheduler="threads", pool=pool))
+    finally:
+        # On failure, let running blocks finish (they write whole chunks and their done
+        # flags) and drop queued ones, so nothing is still writing once segment() returns.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @contextlib.contextmanager
@@ -338,10 +345,14 @@ def _prepare_output(out, scan, truth, params, attrs, overwrite, resume) -> tuple
             changed = [k for k in RESUME_KEYS if _jsonable(previous.get(k)) != _jsonable(params[k])]
             if output.attrs.get("model", {}).get("sha256") != attrs["model"]["sha256"]:
                 changed.append("model")
+            for key in ("input", "truth"):
+                if output.attrs.get(key) != attrs[key]:
+                    changed.append(key)
             if changed:
                 raise ValueError(
                     f"output {str(out)!r} was started with other settings ({', '.join(changed)}); "
-                    "resume with the same settings, or pass overwrite=True to start again."
+                    "resume with the same settings, or pass overwrite=True (--overwrite) to "
+                    "start again."
                 )
             return output, True
         if not overwrite:
@@ -351,7 +362,12 @@ def _prepare_output(out, scan, truth, params, attrs, overwrite, resume) -> tuple
             )
         vio.remove_output(out)
     output = vio.create_output(
-        out, scan.shape, params["chunks"], attrs=attrs, prob_dtype=params["prob_dtype"]
+        out,
+        scan.shape,
+        params["chunks"],
+        attrs=attrs,
+        prob_dtype=params["prob_dtype"],
+        has_truth=params["has_truth"],
     )
     return output, False
 
@@ -375,9 +391,8 @@ def stats_table(output: vio.OutputGroup, has_truth: bool) -> pd.DataFrame:
             row[f"{axis}0"], row[f"{axis}1"] = sl.start, sl.stop
         row["voxels"] = math.prod(sl.stop - sl.start for sl in region)
         for name in vio.STAT_FIELDS:
-            if name in ("tp", "fp", "fn", "tn") and not has_truth:
-                continue
-            row[name] = stats[name][index].item()
+            if name in stats:
+                row[name] = stats[name][index].item()
         rows.append(row)
     table = pd.DataFrame(rows)
     table["ni_fraction"] = table["ni_voxels"] / table["voxels"]

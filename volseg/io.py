@@ -47,6 +47,7 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 # Counts per chunk. They add up across chunks, so pooled figures come from sums.
 COUNT_FIELDS = ("ni_voxels", "uncertain_voxels", "tp", "fp", "fn", "tn")
 STAT_FIELDS = (*COUNT_FIELDS, "seconds", "done")
+TRUTH_FIELDS = ("tp", "fp", "fn", "tn")
 
 
 @dataclass
@@ -301,7 +302,9 @@ class OutputGroup:
 
     @property
     def path(self) -> str:
-        return str(self.group.store_path)
+        store = self.group.store
+        root = getattr(store, "root", None)
+        return str(root) if root is not None else str(self.group.store_path)
 
     def write_block(
         self,
@@ -350,16 +353,36 @@ def output_exists(out: Any) -> bool:
         return False
 
 
-def remove_output(out: Any) -> None:
-    """Delete an existing output (only called with ``overwrite=True``)."""
+def remove_output(out: Any, kind: str = "volseg") -> None:
+    """Delete an existing output (only called with ``overwrite=True``).
+
+    Only a Zarr group written by volseg (``kind="volseg"``: it has a ``volseg``
+    record) or any Zarr group (``kind="zarr"``) is deleted; anything else at the
+    path is left alone and reported, so a typo in ``--out`` cannot wipe a folder.
+    """
     if isinstance(out, (str, os.PathLike)):
         path = Path(out)
+        if not _is_removable(path, kind):
+            raise FileExistsError(
+                f"output {str(path)!r} exists and is not a {kind} output group; volseg will not "
+                "delete it: choose another output path or remove it yourself."
+            )
         if path.is_dir():
             shutil.rmtree(path)
-        elif path.exists():
+        else:
             path.unlink()
     else:
         zarr.open_group(out, mode="w")
+
+
+def _is_removable(path: Path, kind: str) -> bool:
+    if path.is_dir() and not any(path.iterdir()):
+        return True
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except Exception:
+        return False
+    return kind == "zarr" or "volseg" in group.attrs
 
 
 def create_output(
@@ -369,6 +392,7 @@ def create_output(
     *,
     attrs: dict[str, Any],
     prob_dtype: str | None = None,
+    has_truth: bool = False,
     zarr_format: int = 3,
 ) -> OutputGroup:
     """Create a new output group with status ``running``.
@@ -381,8 +405,10 @@ def create_output(
         Volume shape and processing block shape.
     attrs : dict
         Run record stored under ``attrs["volseg"]``.
-    prob_dtype : {None, "uint8", "float16"}
+    prob_dtype : {None, "uint8", "float16", "float32"}
         Also store the blended probability.
+    has_truth : bool
+        Create the confusion-count arrays (tp, fp, fn, tn).
     zarr_format : {2, 3}
 
     Returns
@@ -411,6 +437,8 @@ def create_output(
     grid = tuple(-(-s // c) for s, c in zip(shape, chunks))
     stats_group = group.create_group("stats")
     for name in STAT_FIELDS:
+        if name in TRUTH_FIELDS and not has_truth:
+            continue
         dtype = {"done": "bool", "seconds": "float32"}.get(name, "int64")
         # One stored chunk per processing block: each task owns its own entries,
         # so concurrent writers never touch the same stored object.
@@ -429,7 +457,9 @@ def open_output(out: Any, mode: str = "r") -> OutputGroup:
         ``out`` is not a volseg output group.
     """
     if isinstance(out, (str, os.PathLike)) and not Path(out).exists():
-        raise FileNotFoundError(f"output {str(out)!r} does not exist; run `volseg segment` first.")
+        raise FileNotFoundError(
+            f"output {str(out)!r} does not exist; check the path or run `volseg segment` first."
+        )
     try:
         group = zarr.open_group(_store_for(out), mode=mode)
     except Exception as exc:
@@ -437,11 +467,11 @@ def open_output(out: Any, mode: str = "r") -> OutputGroup:
     if "volseg" not in group.attrs or "mask" not in group or "stats" not in group:
         raise ValueError(
             f"output {_describe(out)!r} is not a volseg output group (no mask/stats/attrs); "
-            "choose another --out or pass overwrite=True to replace it."
+            "give the folder written by `volseg segment`."
         )
     mask = group["mask"]
     prob = group["prob"] if "prob" in group else None
-    stats = {name: group["stats"][name] for name in STAT_FIELDS}
+    stats = {name: group["stats"][name] for name in STAT_FIELDS if name in group["stats"]}
     return OutputGroup(group, mask, prob, stats, tuple(int(c) for c in mask.chunks))
 
 
@@ -482,7 +512,7 @@ def write_arrays(
                 f"output {str(out)!r} already exists; "
                 "pass overwrite=True (--overwrite) to replace it."
             )
-        remove_output(out)
+        remove_output(out, kind="zarr")
     group = zarr.open_group(_store_for(out), mode="w-", zarr_format=zarr_format)
     if attrs:
         group.attrs.update(attrs)

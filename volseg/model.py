@@ -42,6 +42,7 @@ __all__ = [
     "normalise",
     "resolve_device",
     "save_checkpoint",
+    "update_training",
 ]
 
 log = logging.getLogger(__name__)
@@ -266,6 +267,16 @@ def save_checkpoint(
     return path
 
 
+def update_training(path: str | os.PathLike, values: dict[str, Any]) -> None:
+    """Update entries of a checkpoint's training record in place (atomically)."""
+    path = Path(path)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload.setdefault("training", {}).update(copy.deepcopy(values))
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
 @dataclass
 class LoadedModel:
     """A network loaded from a checkpoint, with its configuration.
@@ -301,6 +312,13 @@ def _not_ours(path: Path, reason: str) -> ValueError:
     )
 
 
+def _looks_like_torch_file(path: Path) -> bool:
+    """torch.save writes a zip archive (or, in old formats, a pickle starting with 0x80)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return head.startswith(b"PK") or head[:1] == b"\x80"
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a checkpoint safely (``weights_only=True``) and build its network.
 
@@ -318,13 +336,19 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"model file {str(path)!r} does not exist; train one with `volseg train` "
-            "or check the path."
+            f"model file {str(path)!r} does not exist; check the path, or train one with "
+            "volseg.train / `volseg train`."
         )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise _not_ours(path, f"it holds objects that cannot be loaded safely: {exc}") from exc
+        if not _looks_like_torch_file(path):
+            raise _not_ours(path, "it is not a file written by torch.save") from exc
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise _not_ours(
+            path,
+            f"it holds objects that cannot be loaded safely with weights_only=True: {first_line}",
+        ) from exc
     except Exception as exc:
         raise _not_ours(path, f"torch could not read it: {exc}") from exc
     if not isinstance(payload, dict) or "format" not in payload:

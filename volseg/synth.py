@@ -27,7 +27,9 @@ __all__ = ["PHASES", "AnodeParameters", "anode", "write_anode"]
 
 PHASES = {"pore": 0, "ysz": 1, "ni": 2}
 # Internal generation blocks: fixed, so the volume never depends on output chunks.
-_GEN_BLOCK = (32, 128, 128)
+_GEN_BLOCK = (64, 256, 256)
+# Gaussian kernels are cut at this many standard deviations.
+_TRUNCATE = 3.0
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,9 @@ class AnodeParameters:
     grey_ysz: float = 35000.0
     grey_ni: float = 40900.0
     blur_sigma: float = 1.2
-    noise_sigma: float = 2600.0
-    ring_amplitude: float = 1200.0
-    drift_amplitude: float = 2500.0
+    noise_sigma: float = 1000.0
+    ring_amplitude: float = 800.0
+    drift_amplitude: float = 1500.0
 
 
 def _seeded_noise(shape: tuple[int, ...], seed: int, stream: int) -> da.Array:
@@ -70,7 +72,7 @@ def _smoothed_field(shape, seed: int, stream: int, sigma: float) -> tuple[da.Arr
     smoothing, so every voxel averages independent samples: the marginal is the
     same normal distribution everywhere, also near the faces of a thin volume.
     """
-    radius = int(4.0 * sigma + 0.5)
+    radius = int(_TRUNCATE * sigma + 0.5)
     padded = tuple(s + 2 * radius for s in shape)
     noise = _seeded_noise(padded, seed, stream)
     depth = {axis: min(radius, min(noise.chunks[axis])) for axis in range(noise.ndim)}
@@ -80,7 +82,7 @@ def _smoothed_field(shape, seed: int, stream: int, sigma: float) -> tuple[da.Arr
         depth=radius,
         boundary="none",
         sigma=sigma,
-        truncate=4.0,
+        truncate=_TRUNCATE,
         dtype=np.float32,
     )
     del depth

@@ -1,0 +1,470 @@
+"""``train()``: fine-tune the U-Net on labelled volumes.
+
+Random ``tile x tile`` crops are read lazily from the training volumes (small
+volumes are cached in memory, large ones stay in Zarr), the validation set is a
+held-out slab of slices at the end of each volume (spatially separate from the
+training slices, with a gap), and training stops early on the validation Ni IoU
+(Ni class alone), keeping the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import io as vio
+from . import metrics, tiling
+from . import model as vmodel
+
+__all__ = ["TrainResult", "train"]
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("bce", "dice", "bce+dice")
+# Volumes up to this size are read into memory once; larger ones are cropped from storage.
+CACHE_BYTES = 2 << 30
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The best checkpoint.
+    history : pandas.DataFrame
+        One row per epoch: ``epoch``, ``loss``, ``val_loss``, ``val_ni_iou``,
+        ``val_dice``, ``lr``, ``seconds``.
+    best_epoch : int
+    best_val_ni_iou : float
+    config : dict
+        The model configuration stored in the checkpoint.
+    """
+
+    path: Path
+    history: pd.DataFrame
+    best_epoch: int
+    best_val_ni_iou: float
+    config: dict
+
+
+@dataclass
+class _Pair:
+    image: Any
+    labels: Any
+    name: str
+    train_z: tuple[int, int]
+    val_z: tuple[int, int]
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _open_pairs(images, labels, val_fraction: float, val_gap: int) -> list[_Pair]:
+    images, labels = _as_list(images), _as_list(labels)
+    if len(images) != len(labels):
+        raise ValueError(
+            f"got {len(images)} image volume(s) but {len(labels)} label volume(s); "
+            "give one label volume per image volume."
+        )
+    pairs = []
+    for image_source, label_source in zip(images, labels):
+        image = vio.open_scan(image_source, role="training image")
+        label = vio.open_scan(label_source, role="training labels", allow_bool=True)
+        if image.shape != label.shape:
+            raise ValueError(
+                f"training labels {label.source!r} have shape {label.shape} but image "
+                f"{image.source!r} has shape {image.shape}; give the labels of this image."
+            )
+        depth = image.shape[0]
+        n_val = max(1, int(round(depth * val_fraction))) if val_fraction > 0 else 0
+        gap = min(val_gap, max(0, depth - n_val - 1)) if n_val else 0
+        n_train = depth - n_val - gap
+        if n_train < 1:
+            raise ValueError(
+                f"training image {image.source!r} has only {depth} slices: too few to hold out "
+                f"val_fraction={val_fraction} as a separate slab; give more slices or "
+                "val_fraction=0 with a separate validation volume."
+            )
+        pairs.append(
+            _Pair(
+                _maybe_cached(image.array),
+                _maybe_cached(label.array),
+                image.source,
+                (0, n_train),
+                (depth - n_val, depth),
+            )
+        )
+    return pairs
+
+
+def _maybe_cached(array: Any) -> Any:
+    nbytes = math.prod(array.shape) * np.dtype(array.dtype).itemsize
+    if nbytes <= CACHE_BYTES:
+        return np.asarray(array[...] if not hasattr(array, "compute") else array.compute())
+    return array
+
+
+def _read_crop(array: Any, z: int, y0: int, x0: int, tile: int) -> np.ndarray:
+    """``array[z, y0:y0+tile, x0:x0+tile]``, mirrored where it leaves the plane."""
+    height, width = array.shape[1:]
+    if y0 >= 0 and x0 >= 0 and y0 + tile <= height and x0 + tile <= width:
+        return vio.read_region(array, (z, slice(y0, y0 + tile), slice(x0, x0 + tile)))
+    ys = tiling.reflect_index(np.arange(y0, y0 + tile), height)
+    xs = tiling.reflect_index(np.arange(x0, x0 + tile), width)
+    block = vio.read_region(
+        array, (z, slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1))
+    )
+    return block[np.ix_(ys - ys.min(), xs - xs.min())]
+
+
+class _Crops:
+    """Random training crops and fixed validation tiles."""
+
+    def __init__(self, pairs: list[_Pair], tile: int, ni_label: float, normalisation: dict):
+        self.pairs = pairs
+        self.tile = tile
+        self.ni_label = ni_label
+        self.normalisation = normalisation
+        weights = np.array(
+            [(p.train_z[1] - p.train_z[0]) * np.prod(p.image.shape[1:]) for p in pairs]
+        )
+        self.train_weights = weights / weights.sum()
+
+    def _pair_crop(self, pair: _Pair, z: int, y0: int, x0: int) -> tuple[np.ndarray, np.ndarray]:
+        image = vmodel.normalise(_read_crop(pair.image, z, y0, x0, self.tile), self.normalisation)
+        labels = _read_crop(pair.labels, z, y0, x0, self.tile) == self.ni_label
+        return image, labels.astype(np.float32)
+
+    def random_batch(self, rng: np.random.Generator, size: int, augment: bool):
+        images = np.empty((size, 1, self.tile, self.tile), np.float32)
+        targets = np.empty_like(images)
+        for i in range(size):
+            pair = self.pairs[rng.choice(len(self.pairs), p=self.train_weights)]
+            z = int(rng.integers(*pair.train_z))
+            height, width = pair.image.shape[1:]
+            y0 = int(rng.integers(0, max(1, height - self.tile + 1)))
+            x0 = int(rng.integers(0, max(1, width - self.tile + 1)))
+            image, target = self._pair_crop(pair, z, y0, x0)
+            if augment:
+                image, target = _augment(image, target, rng)
+            images[i, 0], targets[i, 0] = image, target
+        return torch.from_numpy(images), torch.from_numpy(targets)
+
+    def validation_tiles(self, max_tiles: int, rng: np.random.Generator):
+        """Fixed tiles of the held-out slabs (a deterministic subset when there are many)."""
+        positions = []
+        for index, pair in enumerate(self.pairs):
+            grid = tiling.plane_grid(pair.image.shape[1:], self.tile, 0.0)
+            for z in range(*pair.val_z):
+                for ky in range(grid.y.count):
+                    for kx in range(grid.x.count):
+                        positions.append((index, z, ky * self.tile, kx * self.tile))
+        if len(positions) > max_tiles:
+            chosen = rng.choice(len(positions), size=max_tiles, replace=False)
+            positions = [positions[i] for i in sorted(chosen)]
+        images, targets = [], []
+        for index, z, y0, x0 in positions:
+            image, target = self._pair_crop(self.pairs[index], z, y0, x0)
+            images.append(image)
+            targets.append(target)
+        if not images:
+            return None
+        return torch.from_numpy(np.stack(images)[:, None]), torch.from_numpy(
+            np.stack(targets)[:, None]
+        )
+
+
+def _augment(image: np.ndarray, target: np.ndarray, rng: np.random.Generator):
+    """Flips, 90-degree rotations (mask stays binary: no interpolation), intensity jitter."""
+    k = int(rng.integers(4))
+    image, target = np.rot90(image, k), np.rot90(target, k)
+    if rng.random() < 0.5:
+        image, target = image[:, ::-1], target[:, ::-1]
+    scale = 1.0 + rng.uniform(-0.1, 0.1)
+    shift = rng.uniform(-0.05, 0.05)
+    return np.ascontiguousarray(image * scale + shift), np.ascontiguousarray(target)
+
+
+def _loss_fn(kind: str):
+    bce = torch.nn.BCEWithLogitsLoss()
+
+    def soft_dice(logits, target):
+        prob = torch.sigmoid(logits)
+        inter = (prob * target).sum()
+        return 1 - (2 * inter + 1) / (prob.sum() + target.sum() + 1)
+
+    if kind == "bce":
+        return bce
+    if kind == "dice":
+        return soft_dice
+    return lambda logits, target: bce(logits, target) + soft_dice(logits, target)
+
+
+def _evaluate(network, validation, loss_fn, device, batch_size: int) -> dict[str, float]:
+    images, targets = validation
+    network.eval()
+    total_loss, counts = 0.0, {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            image = images[start : start + batch_size].to(device)
+            target = targets[start : start + batch_size].to(device)
+            logits = network(image)
+            total_loss += float(loss_fn(logits, target)) * len(image)
+            batch_counts = metrics.confusion_counts(
+                (logits > 0).cpu().numpy(), target.cpu().numpy() > 0.5
+            )
+            for key in counts:
+                counts[key] += batch_counts[key]
+    scores = metrics.pooled_scores(**counts)
+    return {
+        "val_loss": total_loss / len(images),
+        "val_ni_iou": scores["ni_iou"],
+        "val_dice": scores["ni_dice"],
+    }
+
+
+def _sample_normalisation(crops: _Crops, rng: np.random.Generator, n: int = 32) -> dict:
+    samples = []
+    for _ in range(n):
+        pair = crops.pairs[rng.choice(len(crops.pairs), p=crops.train_weights)]
+        z = int(rng.integers(*pair.train_z))
+        height, width = pair.image.shape[1:]
+        y0 = int(rng.integers(0, max(1, height - crops.tile + 1)))
+        x0 = int(rng.integers(0, max(1, width - crops.tile + 1)))
+        samples.append(_read_crop(pair.image, z, y0, x0, crops.tile).ravel())
+    return vmodel.fit_normalisation(np.concatenate(samples))
+
+
+def _validate(tile, batch_size, epochs, lr, loss, val_fraction, patience):
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 32 or tile % 32:
+        raise ValueError(f"tile={tile!r} must be a multiple of 32, for example 128.")
+    for name, value in (("batch_size", batch_size), ("epochs", epochs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive integer.")
+    if not lr > 0:
+        raise ValueError(f"lr={lr!r} must be positive, e.g. 1e-3.")
+    if loss not in LOSSES:
+        raise ValueError(f"loss={loss!r} is not known; use one of {', '.join(LOSSES)}.")
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction={val_fraction!r} must lie in (0, 1), e.g. 0.2.")
+    if patience < 1:
+        raise ValueError(f"patience={patience!r} must be at least 1 epoch.")
+
+
+def _freeze(network: torch.nn.Module, freeze_encoder: bool) -> None:
+    for parameter in network.encoder.parameters():
+        parameter.requires_grad = not freeze_encoder
+
+
+def train(
+    images: Any,
+    labels: Any,
+    out: str | Path,
+    encoder: str = "vgg16",
+    encoder_weights: str | Path | None = None,
+    freeze_encoder: bool = False,
+    ni_label: float | None = None,
+    tile: int = 128,
+    batch_size: int = 16,
+    epochs: int = 100,
+    lr: float = 1e-3,
+    loss: str = "bce+dice",
+    augment: bool = True,
+    val_fraction: float = 0.2,
+    patience: int = 10,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    *,
+    steps_per_epoch: int | None = None,
+    val_gap: int = 2,
+    val_tiles: int = 256,
+    encoder_depth: int = 5,
+    decoder_channels: list[int] | None = None,
+    resume_from: str | Path | None = None,
+    overwrite: bool = False,
+) -> TrainResult:
+    """Train (fine-tune) the Ni U-Net on labelled volumes.
+
+    Parameters
+    ----------
+    images, labels : path, array, or list of them
+        Grey-value volumes and their labels (Zarr path/group/array, TIFF stack,
+        numpy or dask), one label volume per image volume.
+    out : path
+        Checkpoint to write (the best epoch). ``<out>.history.csv`` and
+        ``<out>.history.png`` are written beside it.
+    encoder : str
+        segmentation-models-pytorch encoder ("vgg16" as in the study, "resnet18", ...).
+    encoder_weights : None, "imagenet" or path
+        Encoder initialisation; "imagenet" needs the network, a local file does not.
+    freeze_encoder : bool
+        Train the decoder only (the encoder keeps its pretrained weights).
+    ni_label : number, optional
+        Value of Ni in ``labels``; default from the labels' attrs, else 1.
+    tile, batch_size, epochs, lr : int, int, int, float
+        Crop size, crops per step, maximum epochs, Adam learning rate.
+    loss : {"bce+dice", "bce", "dice"}
+    augment : bool
+        Flips, 90-degree rotations and intensity jitter of the training crops.
+    val_fraction : float
+        Share of each volume's slices held out (the last ones) for validation.
+    patience : int
+        Stop after this many epochs without a better validation Ni IoU; the
+        learning rate halves after ``max(1, patience // 3)`` such epochs.
+    seed : int
+        Seeds crops, augmentation and initialisation.
+    device : str
+        "auto", "cpu", "cuda" or "cuda:i".
+    progress : bool
+        Show a progress bar.
+    steps_per_epoch : int, optional
+        Batches per epoch; default: enough crops to cover the training slices once.
+    val_gap : int
+        Slices left out between the training and validation slabs.
+    val_tiles : int
+        At most this many validation tiles.
+    encoder_depth, decoder_channels
+        Network size (defaults: 5 and smp's ``[256, 128, 64, 32, 16]``).
+    resume_from : path, optional
+        Continue from this checkpoint (weights, config and history).
+    overwrite : bool
+        Replace an existing ``out``.
+
+    Returns
+    -------
+    TrainResult
+    """
+    _validate(tile, batch_size, epochs, lr, loss, val_fraction, patience)
+    out = Path(out)
+    if out.exists() and not overwrite and (resume_from is None or Path(resume_from) != out):
+        raise FileExistsError(
+            f"model file {str(out)!r} already exists; pass overwrite=True (--overwrite) "
+            "to replace it, or resume_from to continue training it."
+        )
+    torch_device = vmodel.resolve_device(device)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    pairs = _open_pairs(images, labels, val_fraction, val_gap)
+    if ni_label is None:
+        recorded = vio.open_scan(_as_list(labels)[0], role="training labels", allow_bool=True)
+        ni_label = vio.recorded_label(recorded, "ni")
+        ni_label = 1 if ni_label is None else ni_label
+
+    history: list[dict] = []
+    if resume_from is not None:
+        previous = vmodel.load_checkpoint(resume_from, torch_device)
+        config = previous.config
+        network = previous.network
+        history = list(previous.training.get("history", []))
+    else:
+        crops = _Crops(pairs, tile, ni_label, {"low": 0.0, "high": 1.0})
+        config = vmodel.default_config(
+            encoder=encoder,
+            tile=tile,
+            encoder_depth=encoder_depth,
+            decoder_channels=decoder_channels or [256, 128, 64, 32, 16][:encoder_depth],
+            normalisation=_sample_normalisation(crops, rng),
+            labels={"ni_label": 1, "names": {"0": "background", "1": "Ni"}},
+        )
+        network = vmodel.build_unet(config, encoder_weights=encoder_weights)
+    network.to(torch_device)
+    _freeze(network, freeze_encoder)
+    crops = _Crops(pairs, config["tile"], ni_label, config["normalisation"])
+    validation = crops.validation_tiles(val_tiles, np.random.default_rng(seed + 1))
+    if validation is None:
+        raise ValueError("no validation tiles: increase val_fraction or give more slices.")
+    if steps_per_epoch is None:
+        train_pixels = sum(
+            (p.train_z[1] - p.train_z[0]) * np.prod(p.image.shape[1:]) for p in pairs
+        )
+        steps_per_epoch = int(np.clip(train_pixels / (batch_size * tile * tile), 4, 500))
+
+    trainable = [p for p in network.parameters() if p.requires_grad]
+    optimiser = torch.optim.Adam(trainable, lr=history[-1]["lr"] if history else lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimiser, mode="max", factor=0.5, patience=max(1, patience // 3)
+    )
+    loss_fn = _loss_fn(loss)
+    best_iou = max((h["val_ni_iou"] for h in history), default=-1.0)
+    best_epoch = max(history, key=lambda h: h["val_ni_iou"])["epoch"] if history else 0
+    first_epoch = len(history) + 1
+    record = {
+        "images": [p.name for p in pairs],
+        "ni_label": ni_label,
+        "split": [{"train_z": list(p.train_z), "val_z": list(p.val_z)} for p in pairs],
+        "encoder_weights": str(encoder_weights) if encoder_weights else None,
+        "freeze_encoder": freeze_encoder,
+        "loss": loss,
+        "batch_size": batch_size,
+        "steps_per_epoch": steps_per_epoch,
+        "seed": seed,
+    }
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(first_epoch, first_epoch + epochs), desc="train", disable=not progress)
+    stale = 0
+    for epoch in bar:
+        started = time.perf_counter()
+        network.train()
+        total = 0.0
+        for _ in range(steps_per_epoch):
+            image, target = crops.random_batch(rng, batch_size, augment)
+            image, target = image.to(torch_device), target.to(torch_device)
+            optimiser.zero_grad(set_to_none=True)
+            batch_loss = loss_fn(network(image), target)
+            batch_loss.backward()
+            optimiser.step()
+            total += float(batch_loss)
+        scores = _evaluate(network, validation, loss_fn, torch_device, batch_size)
+        row = {
+            "epoch": epoch,
+            "loss": total / steps_per_epoch,
+            **scores,
+            "lr": optimiser.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - started,
+        }
+        history.append(row)
+        scheduler.step(scores["val_ni_iou"])
+        bar.set_postfix(loss=f"{row['loss']:.3f}", val_iou=f"{row['val_ni_iou']:.3f}")
+        log.info("epoch %d: %s", epoch, row)
+        if scores["val_ni_iou"] > best_iou:
+            best_iou, best_epoch, stale = scores["val_ni_iou"], epoch, 0
+            training = {**record, "history": history, "best_epoch": epoch, "val": scores}
+            vmodel.save_checkpoint(network, config, out, training=training, overwrite=True)
+        else:
+            stale += 1
+            if stale >= patience:
+                log.info("early stop after epoch %d (best %d)", epoch, best_epoch)
+                break
+    bar.close()
+    table = pd.DataFrame(history)
+    _write_history(out, table, best_epoch)
+    vmodel.update_training(out, {"history": history})
+    return TrainResult(out, table, int(best_epoch), float(best_iou), config)
+
+
+def history_paths(out: str | Path) -> tuple[Path, Path]:
+    """Where the CSV and PNG history of a checkpoint live."""
+    out = Path(out)
+    return out.with_name(out.name + ".history.csv"), out.with_name(out.name + ".history.png")
+
+
+def _write_history(out: Path, table: pd.DataFrame, best_epoch: int) -> None:
+    csv, png = history_paths(out)
+    table.to_csv(csv, index=False)
+    from .report import training_curves
+
+    training_curves(table, png, best_epoch=best_epoch)
