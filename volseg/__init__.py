@@ -5,7 +5,20 @@
 '0.1.0'
 """
 
+from . import metrics, model, synth, tiling
 from ._version import __version__
 from .inference import SegmentationResult, open_result, segment
+from .training import TrainResult, train
 
-__all__ = ["SegmentationResult", "__version__", "open_result", "segment"]
+__all__ = [
+    "SegmentationResult",
+    "TrainResult",
+    "__version__",
+    "metrics",
+    "model",
+    "open_result",
+    "segment",
+    "synth",
+    "tiling",
+    "train",
+]

@@ -228,7 +228,7 @@ def _resolve_model(model: Any, device: str) -> tuple[str, str, dict, Any]:
 def _validate_params(tile, overlap, blend, pad, batch_size, threshold, save_prob):
     if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 32 or tile % 32:
         raise ValueError(
-            f"tile={tile!r} must be a multiple of 32 (the U-Net halves the size 5 times), "
+            f"tile={tile!r} must be a multiple of 32 (the U-Net halves the size up to 5 times), "
             "for example 128 or 256."
         )
     tiling.axis_grid(1, int(tile), overlap)  # validates overlap

@@ -9,6 +9,8 @@ and background IoU that some papers report, and is always labelled as such.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -18,8 +20,20 @@ __all__ = [
     "iou",
     "pooled_scores",
     "scores_table",
+    "threshold_baseline",
     "two_class_mean_iou",
 ]
+
+
+def _as_dask(array: Any):
+    import dask.array as da
+
+    if isinstance(array, da.Array):
+        return array
+    chunks = getattr(array, "chunks", None)
+    if isinstance(array, np.ndarray) or chunks is None:
+        return da.from_array(np.asarray(array))
+    return da.from_array(array, chunks=chunks)
 
 
 def confusion_counts(prediction: np.ndarray, truth: np.ndarray) -> dict[str, int]:
@@ -109,3 +123,66 @@ def scores_table(counts: pd.DataFrame) -> pd.DataFrame:
     table["iou"] = iou(table["tp"].to_numpy(), table["fp"].to_numpy(), table["fn"].to_numpy())
     table["dice"] = dice(table["tp"].to_numpy(), table["fp"].to_numpy(), table["fn"].to_numpy())
     return table
+
+
+def threshold_baseline(
+    image: Any,
+    truth: Any,
+    ni_label: float = 1,
+    method: str = "multiotsu",
+    sample_step: int = 4,
+) -> dict[str, float]:
+    """Ni IoU of a global threshold, the baseline a network has to beat.
+
+    The threshold comes from a sample of the image (every ``sample_step``-th
+    slice): ``multiotsu`` takes the upper of three-class Otsu thresholds (pore /
+    YSZ / Ni), ``otsu`` the two-class one. Counts are then accumulated chunk by
+    chunk with dask, so the volume is never loaded whole.
+
+    Parameters
+    ----------
+    image, truth : array-like (numpy, dask or zarr)
+        Grey values and labels of the same shape.
+    ni_label : number
+        Value of Ni in ``truth``.
+    method : {"multiotsu", "otsu"}
+    sample_step : int
+        Use every n-th slice to find the threshold.
+
+    Returns
+    -------
+    dict
+        ``threshold`` and the scores of :func:`pooled_scores`.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> truth = rng.integers(0, 3, (4, 32, 32))
+    >>> image = truth * 100.0 + rng.normal(0, 5, truth.shape)
+    >>> round(threshold_baseline(image, truth, ni_label=2)["ni_iou"], 3)
+    1.0
+    """
+    import dask.array as da
+    from skimage.filters import threshold_multiotsu, threshold_otsu
+
+    if method not in ("multiotsu", "otsu"):
+        raise ValueError(f"method={method!r} is not known; use 'multiotsu' or 'otsu'.")
+    image, truth = _as_dask(image), _as_dask(truth)
+    if image.shape != truth.shape:
+        raise ValueError(f"image {image.shape} and truth {truth.shape} differ in shape.")
+    sample = np.asarray(image[::sample_step]).astype(np.float64)
+    if method == "multiotsu":
+        threshold = float(threshold_multiotsu(sample, classes=3)[1])
+    else:
+        threshold = float(threshold_otsu(sample))
+    prediction = image > threshold
+    actual = truth == ni_label
+    tp, n_pred, n_true = da.compute(
+        da.count_nonzero(prediction & actual),
+        da.count_nonzero(prediction),
+        da.count_nonzero(actual),
+    )
+    tp, n_pred, n_true = int(tp), int(n_pred), int(n_true)
+    fp, fn = n_pred - tp, n_true - tp
+    tn = int(np.prod(image.shape)) - tp - fp - fn
+    return {"threshold": threshold, **pooled_scores(tp, fp, fn, tn)}

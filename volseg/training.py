@@ -419,6 +419,8 @@ def train(
     for epoch in bar:
         started = time.perf_counter()
         network.train()
+        if freeze_encoder:
+            network.encoder.eval()  # frozen also means BatchNorm statistics stay as loaded
         total = 0.0
         for _ in range(steps_per_epoch):
             image, target = crops.random_batch(rng, batch_size, augment)
@@ -427,7 +429,7 @@ def train(
             batch_loss = loss_fn(network(image), target)
             batch_loss.backward()
             optimiser.step()
-            total += float(batch_loss)
+            total += float(batch_loss.detach())
         scores = _evaluate(network, validation, loss_fn, torch_device, batch_size)
         row = {
             "epoch": epoch,

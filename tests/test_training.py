@@ -1,0 +1,169 @@
+"""volseg.train: split, history, checkpoint, augmentation, freezing, resume, errors; demo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import zarr
+
+import volseg
+from volseg import io as vio
+from volseg import model as vmodel
+from volseg import synth, training
+
+SMALL = {
+    "encoder": "resnet18",
+    "encoder_depth": 3,
+    "decoder_channels": [32, 16, 8],
+    "tile": 64,
+    "batch_size": 4,
+    "epochs": 2,
+    "steps_per_epoch": 2,
+    "device": "cpu",
+    "progress": False,
+    "val_tiles": 8,
+}
+
+
+@pytest.fixture(scope="module")
+def train_zarr(tmp_path_factory):
+    path = tmp_path_factory.mktemp("train") / "train.zarr"
+    synth.write_anode(path, (12, 80, 80), seed=7, chunks=(4, 40, 40), grain_sigma=4.0)
+    return path
+
+
+def test_train_writes_checkpoint_history_and_plot(train_zarr, tmp_path):
+    out = tmp_path / "m.pt"
+    result = volseg.train(str(train_zarr / "image"), str(train_zarr / "labels"), out, **SMALL)
+    assert result.path == out and out.is_file()
+    csv, png = training.history_paths(out)
+    history = pd.read_csv(csv)
+    assert list(history.columns) == ["epoch", "loss", "val_loss", "val_ni_iou", "val_dice", "lr",
+                                     "seconds"]  # fmt: skip
+    assert len(history) == 2 and png.stat().st_size > 1000
+    loaded = vmodel.load_checkpoint(out)
+    record = loaded.training
+    assert record["ni_label"] == 2  # read from the labels' attrs
+    split = record["split"][0]
+    assert split["train_z"][1] + 2 <= split["val_z"][0]  # separate slabs, with a gap
+    assert split["val_z"][1] == 12
+    assert len(record["history"]) == 2 and record["best_epoch"] == result.best_epoch
+    assert 0 <= record["val"]["val_ni_iou"] <= 1
+    image = zarr.open(str(train_zarr / "image"), mode="r")[: split["train_z"][1]]
+    norm = loaded.config["normalisation"]
+    assert norm["percentiles"] == [0.5, 99.5]
+    assert np.percentile(image, 0.5) * 0.9 < norm["low"] < norm["high"] < image.max()
+    seg = volseg.segment(str(train_zarr / "image"), model=out, out=tmp_path / "o.zarr",
+                         device="cpu", progress=False, tile=64)  # fmt: skip
+    assert seg.mask.shape == (12, 80, 80)
+
+
+def test_training_reads_crops_lazily_from_zarr(train_zarr, tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "CACHE_BYTES", 0)
+    reads = []
+    original = vio.read_region
+    monkeypatch.setattr(vio, "read_region", lambda a, r: reads.append(r) or original(a, r))
+    volseg.train(str(train_zarr / "image"), str(train_zarr / "labels"), tmp_path / "m.pt",
+                 **{**SMALL, "epochs": 1})  # fmt: skip
+    assert reads and all(isinstance(r[0], int) for r in reads)  # single-slice crops
+
+
+def test_augmentation_keeps_masks_binary_and_aligned():
+    rng = np.random.default_rng(0)
+    target = (rng.random((64, 64)) > 0.5).astype(np.float32)
+    for _ in range(20):
+        image, augmented = training._augment(target.copy(), target.copy(), rng)
+        assert set(np.unique(augmented)) <= {0.0, 1.0}
+        # The image went through the same flip/rotation: its brighter pixels are the mask.
+        np.testing.assert_array_equal(image > image.mean(), augmented > 0.5)
+
+
+def test_freeze_encoder_and_resume(train_zarr, tmp_path):
+    first = tmp_path / "a.pt"
+    volseg.train(str(train_zarr / "image"), str(train_zarr / "labels"), first, **SMALL)
+    before = vmodel.load_checkpoint(first)
+    second = tmp_path / "b.pt"
+    result = volseg.train(str(train_zarr / "image"), str(train_zarr / "labels"), second,
+                          freeze_encoder=True, resume_from=first, seed=3,
+                          **{**SMALL, "epochs": 2, "patience": 5})  # fmt: skip
+    after = vmodel.load_checkpoint(second)
+    assert len(result.history) == 4  # two more epochs after the two resumed ones
+    for key, value in before.network.encoder.state_dict().items():
+        torch.testing.assert_close(after.network.encoder.state_dict()[key], value)
+
+
+def test_several_volumes_and_pairs(tmp_path):
+    images, labels = [], []
+    for seed in (1, 2):
+        image, label = synth.anode((6, 64, 64), seed=seed, grain_sigma=4.0)
+        images.append(image)
+        labels.append(label)
+    result = volseg.train(images, labels, tmp_path / "m.pt", ni_label=2, val_fraction=0.34,
+                          **SMALL)  # fmt: skip
+    assert len(vmodel.load_checkpoint(result.path).training["split"]) == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"loss": "focal"}, ValueError, "loss='focal'"),
+        ({"tile": 48}, ValueError, "multiple of 32"),
+        ({"val_fraction": 0.0}, ValueError, "val_fraction"),
+        ({"epochs": 0}, ValueError, "epochs=0"),
+        ({"encoder_weights": "missing.pth"}, FileNotFoundError, "encoder weights file"),
+    ],
+)
+def test_bad_training_arguments(train_zarr, tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        volseg.train(str(train_zarr / "image"), str(train_zarr / "labels"), tmp_path / "m.pt",
+                     **{**SMALL, **kwargs})  # fmt: skip
+
+
+def test_training_data_errors(train_zarr, tmp_path):
+    image, labels = synth.anode((3, 64, 64), seed=1, grain_sigma=4.0)
+    with pytest.raises(ValueError, match="have shape .* but image"):
+        volseg.train(image, labels[:, :32], tmp_path / "m.pt", **SMALL)
+    with pytest.raises(ValueError, match="too few to hold out"):
+        volseg.train(image[:1], labels[:1], tmp_path / "m.pt", **SMALL)
+    with pytest.raises(ValueError, match="one label volume per image volume"):
+        volseg.train([image, image], [labels], tmp_path / "m.pt", **SMALL)
+    (tmp_path / "exists.pt").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        volseg.train(image, labels, tmp_path / "exists.pt", **SMALL)
+
+
+def test_cli_train_on_a_synth_group(train_zarr, tmp_path, capsys):
+    from volseg.cli import main
+
+    out = tmp_path / "cli.pt"
+    code = main(["train", str(train_zarr), "--out", str(out), "--encoder", "resnet18",
+                 "--encoder-depth", "3", "--decoder-channels", "32", "16", "8", "--tile", "64",
+                 "--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "2", "--device", "cpu",
+                 "--no-progress"])  # fmt: skip
+    assert code == 0 and out.is_file()
+    assert "validation Ni IoU" in capsys.readouterr().out
+    assert main(["train", "a", "b", "c", "--out", str(out)]) == 2
+    assert "IMAGE LABELS pairs" in capsys.readouterr().err
+
+
+def test_quick_demo_writes_every_output(tmp_path):
+    from volseg.demo import run_demo
+
+    figures = run_demo(tmp_path / "demo", progress=False, device="cpu", epochs=1,
+                       steps_per_epoch=2, train_shape=(8, 128, 128), test_shape=(4, 128, 128),
+                       batch_size=4)  # fmt: skip
+    for path in figures["paths"].values():
+        assert (tmp_path / "demo").joinpath(path.split("/demo/")[-1]).exists()
+    assert 0 <= figures["ni_iou"] <= 1 and 0 <= figures["otsu_ni_iou"] <= 1
+    assert (tmp_path / "demo" / "demo.json").is_file()
+
+
+@pytest.mark.slow
+def test_demo_beats_otsu_on_held_out_scan(tmp_path):
+    from volseg.demo import run_demo
+
+    figures = run_demo(tmp_path / "demo", progress=False, device="cpu")
+    assert figures["ni_iou"] >= 0.90
+    assert figures["ni_iou"] > figures["otsu_ni_iou"]
