@@ -158,3 +158,15 @@ def test_cuda_without_gpu(anode_arrays, checkpoint):
     image, _ = anode_arrays
     with pytest.raises(ValueError, match="no GPU is visible"):
         volseg.segment(image, model=checkpoint, **{**RUN, "device": "cuda"})
+
+
+def test_out_of_gpu_memory_suggests_a_smaller_batch(anode_arrays, checkpoint, monkeypatch):
+    from volseg import model as vmodel
+
+    def exhausted(self, batch):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(vmodel.TilePredictor, "__call__", exhausted)
+    image, _ = anode_arrays
+    with pytest.raises(MemoryError, match="out of GPU memory .* smaller --batch-size"):
+        volseg.segment(image, model=checkpoint, **RUN)

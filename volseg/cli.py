@@ -356,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError, TypeError) as exc:
+    except (FileNotFoundError, FileExistsError, ValueError, TypeError, MemoryError) as exc:
         print(f"volseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -179,15 +179,21 @@ def _segment_block(
             "replace them (e.g. numpy.nan_to_num) before segmenting."
         )
     window = tiling.apply_read_plan(plan, vmodel.normalise(raw, settings.normalisation))
-    probability = tiling.stitch_block(
-        window,
-        settings.grid,
-        (ys.start, ys.stop),
-        (xs.start, xs.stop),
-        _predictor(settings),
-        blend=settings.blend,
-        batch_size=settings.batch_size,
-    )
+    try:
+        probability = tiling.stitch_block(
+            window,
+            settings.grid,
+            (ys.start, ys.stop),
+            (xs.start, xs.stop),
+            _predictor(settings),
+            blend=settings.blend,
+            batch_size=settings.batch_size,
+        )
+    except torch.OutOfMemoryError as exc:
+        raise MemoryError(
+            f"out of GPU memory on {settings.device} with batch_size={settings.batch_size} "
+            f"tiles of {settings.grid.tile} px; use a smaller --batch-size or --tile."
+        ) from exc
     del window, raw
     mask = probability > settings.threshold
     low, high = UNCERTAIN_BAND

@@ -37,12 +37,17 @@ class AnodeParameters:
     """Knobs of :func:`anode` (defaults mimic a 501x501 Ni/YSZ PXCT stack).
 
     Grey values are in uint16 counts: pore 22.7k, YSZ 35.0k, Ni 40.9k means as
-    measured on real scans, so the Ni/YSZ contrast is the hard part.
+    measured on real scans, so the Ni/YSZ contrast is the hard part. Each phase
+    field mixes a coarse scale (``grain_sigma``: grains tens of voxels across) with
+    a fine one (``fine_sigma`` with relative weight ``fine_weight``: necks, small
+    particles and rough boundaries a few voxels across).
     """
 
-    ni_fraction: float = 0.27
-    ysz_fraction: float = 0.43
+    ni_fraction: float = 0.3
+    ysz_fraction: float = 0.4
     grain_sigma: float = 12.0
+    fine_sigma: float = 3.0
+    fine_weight: float = 0.3
     grey_pore: float = 22700.0
     grey_ysz: float = 35000.0
     grey_ni: float = 40900.0
@@ -98,10 +103,20 @@ def _level(fraction: float) -> float:
     return float(math.sqrt(2.0) * special.erfinv(2.0 * fraction - 1.0))
 
 
+def _two_scale_field(shape, seed: int, stream: int, params: AnodeParameters):
+    """Coarse + weighted fine smoothed noise; independent parts, so variances add."""
+    coarse, std_coarse = _smoothed_field(shape, seed, stream, params.grain_sigma)
+    if params.fine_weight <= 0:
+        return coarse, std_coarse
+    fine, std_fine = _smoothed_field(shape, seed, stream + 100, params.fine_sigma)
+    field = coarse + (params.fine_weight * std_coarse / std_fine) * fine
+    return field, std_coarse * math.sqrt(1.0 + params.fine_weight**2)
+
+
 def _labels(shape, seed, params: AnodeParameters) -> da.Array:
     pore_fraction = 1.0 - params.ni_fraction - params.ysz_fraction
-    field_a, std_a = _smoothed_field(shape, seed, 1, params.grain_sigma)
-    field_b, std_b = _smoothed_field(shape, seed, 2, params.grain_sigma)
+    field_a, std_a = _two_scale_field(shape, seed, 1, params)
+    field_b, std_b = _two_scale_field(shape, seed, 2, params)
     pore = field_a < _level(pore_fraction) * std_a
     ni_share = params.ni_fraction / (params.ni_fraction + params.ysz_fraction)
     ni = field_b < _level(ni_share) * std_b
