@@ -55,7 +55,24 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         help="processing blocks = output chunks (default: from the scan's chunks)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--scheduler", help="address of a dask.distributed scheduler (tcp://...)")
+    p.add_argument(
+        "--scheduler", help="address of a running dask scheduler (tcp://HOST:PORT or a file)"
+    )
+    p.add_argument(
+        "--cluster",
+        choices=["local", "slurm"],
+        default=None,
+        help="start a cluster: local worker processes (one per GPU, or CPU workers) or SLURM jobs",
+    )
+    p.add_argument("--workers", type=int, default=None, help="local CPU worker processes")
+    p.add_argument("--gpus", default="auto", help="local: GPUs to use ('auto', 0, N)")
+    p.add_argument("--jobs", type=int, default=1, help="slurm: number of jobs")
+    p.add_argument("--cores", type=int, default=4, help="slurm: cores per job")
+    p.add_argument("--memory", default="16GB", help="slurm: memory per job")
+    p.add_argument("--gpus-per-job", type=int, default=0, help="slurm: GPUs per job")
+    p.add_argument("--walltime", default="01:00:00", help="slurm: HH:MM:SS")
+    p.add_argument("--queue", default=None, help="slurm: partition")
+    p.add_argument("--account", default=None, help="slurm: account")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run")
     p.add_argument("--csv", help="also write the per-chunk table to this CSV file")
@@ -66,11 +83,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
 def _run_segment(args: argparse.Namespace) -> int:
     from .inference import segment
 
-    client = None
-    if args.scheduler:
-        from distributed import Client
-
-        client = Client(args.scheduler)
+    client = _client_for(args)
     try:
         result = segment(
             args.scan,
@@ -94,12 +107,39 @@ def _run_segment(args: argparse.Namespace) -> int:
         )
     finally:
         if client is not None:
+            cluster = client.cluster if args.cluster else None
             client.close()
+            if cluster is not None:
+                cluster.close()
     if args.csv:
         result.stats.to_csv(args.csv, index=False)
     print(f"mask written to {result.path}")
     _print_summary(result.summary)
     return 0
+
+
+def _client_for(args: argparse.Namespace):
+    """A dask.distributed client from --scheduler or --cluster, or None (local threads)."""
+    if args.scheduler and args.cluster:
+        raise ValueError("give either --scheduler (a running cluster) or --cluster, not both.")
+    if not (args.scheduler or args.cluster):
+        return None
+    from . import cluster
+
+    if args.scheduler:
+        return cluster.connect(args.scheduler)
+    if args.cluster == "local":
+        gpus = args.gpus if args.gpus == "auto" else int(args.gpus)
+        return cluster.local(n_workers=args.workers, gpus=gpus)
+    return cluster.slurm(
+        jobs=args.jobs,
+        cores=args.cores,
+        memory=args.memory,
+        gpus_per_job=args.gpus_per_job,
+        walltime=args.walltime,
+        queue=args.queue,
+        account=args.account,
+    )
 
 
 def _print_summary(summary: dict) -> None:

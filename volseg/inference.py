@@ -293,7 +293,8 @@ def _run_tasks(tasks: list, client: Any, n_threads: int, progress: bool) -> list
     if client is not None:
         from distributed import as_completed
 
-        futures = client.compute(tasks)
+        resources = {"GPU": 1} if _cluster_has_gpus(client) else None
+        futures = client.compute(tasks, resources=resources)
         results = []
         iterator = as_completed(futures, with_results=True)
         with _progress_bar(len(futures), progress) as bar:
@@ -318,6 +319,17 @@ def _run_tasks(tasks: list, client: Any, n_threads: int, progress: bool) -> list
         # On failure, let running blocks finish (they write whole chunks and their done
         # flags) and drop queued ones, so nothing is still writing once segment() returns.
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _cluster_has_gpus(client: Any) -> bool:
+    workers = client.scheduler_info().get("workers", {}).values()
+    return any(info.get("resources", {}).get("GPU") for info in workers)
+
+
+def _in_memory(out: Any) -> bool:
+    import zarr
+
+    return isinstance(out, zarr.storage.MemoryStore)
 
 
 @contextlib.contextmanager
@@ -522,7 +534,13 @@ def segment(
     """
     started = time.perf_counter()
     _validate_params(tile, overlap, blend, pad, batch_size, threshold, save_prob)
-    torch_device = vmodel.resolve_device(device)
+    if client is None:
+        torch_device = vmodel.resolve_device(device)
+        task_device = str(torch_device)
+    else:
+        # Each worker resolves the device itself ("auto" = its own GPU, if it has one).
+        vmodel.parse_device(device)
+        torch_device, task_device = torch.device("cpu"), str(device)
     volume = vio.open_scan(scan, role="scan")
     truth_volume = None
     if truth is not None:
@@ -537,11 +555,18 @@ def segment(
     if ni_label is None:
         ni_label = 1
     model_path, sha256, config, loaded = _resolve_model(model, str(torch_device))
-    if client is not None and loaded is not None:
-        raise ValueError(
-            "model given as a loaded object cannot be shipped to a cluster; pass the checkpoint "
-            "path so that every worker loads it once."
-        )
+    if client is not None:
+        if loaded is not None:
+            raise ValueError(
+                "model given as a loaded object cannot be shipped to a cluster; pass the "
+                "checkpoint path so that every worker loads it once."
+            )
+        if (out is None and vio.default_output_path(scan) is None) or _in_memory(out):
+            raise ValueError(
+                "with a cluster, out must be a path (or store) that every worker can reach, "
+                "not an in-memory store."
+            )
+        model_path = str(Path(model_path).resolve())
     chunks = (
         choose_chunks(volume.shape, volume.chunks)
         if chunks is None
@@ -560,7 +585,7 @@ def segment(
         "ni_label": ni_label.item() if hasattr(ni_label, "item") else ni_label,
         "prob_dtype": prob_dtype,
         "has_truth": truth is not None,
-        "device": str(torch_device),
+        "device": task_device,
     }
     attrs = {
         "version": __version__,
@@ -586,7 +611,7 @@ def segment(
         normalisation=config["normalisation"],
         model_path=model_path,
         model_sha256=sha256,
-        device=str(torch_device),
+        device=task_device,
         prob_dtype=prob_dtype,
         scan_name=volume.source,
         check_finite=bool(np.issubdtype(volume.dtype, np.floating)),

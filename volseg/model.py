@@ -40,6 +40,7 @@ __all__ = [
     "fit_normalisation",
     "load_checkpoint",
     "normalise",
+    "parse_device",
     "resolve_device",
     "save_checkpoint",
     "update_training",
@@ -374,6 +375,20 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         device=torch_device,
         training=payload.get("training", {}),
     )
+
+
+def parse_device(device: str | torch.device) -> None:
+    """Check that ``device`` is a device name, without asking whether it exists here."""
+    if isinstance(device, torch.device) or device == "auto":
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device {device!r} is not understood; use 'auto', 'cpu', 'cuda' or 'cuda:0'."
+        ) from exc
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {str(device)!r} is not supported; use 'cpu' or 'cuda[:i]'.")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -1,0 +1,259 @@
+"""Make or connect a dask.distributed cluster for :func:`volseg.segment`.
+
+The only module that creates clusters. Three ways in:
+
+* :func:`local`: worker processes on this machine — one per visible GPU, each
+  pinned to its device with ``CUDA_VISIBLE_DEVICES`` and offering resource
+  ``GPU=1``; otherwise CPU workers with one torch thread each.
+* :func:`slurm`: workers submitted as SLURM jobs with dask-jobqueue.
+* :func:`connect`: an existing scheduler (for example one started inside an
+  sbatch allocation, see ``examples/hpc/``).
+
+What the workers compute is decided by :func:`volseg.segment`; where they run is
+decided here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from distributed import WorkerPlugin
+
+__all__ = ["PinGPU", "connect", "gpu_count", "local", "slurm"]
+
+log = logging.getLogger(__name__)
+
+
+def gpu_count() -> int:
+    """Number of CUDA devices visible to this process (0 without torch CUDA)."""
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # a broken CUDA install counts as no GPU
+        return 0
+
+
+def _usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _thread_env(threads: int) -> dict[str, str]:
+    """Environment that caps torch/BLAS threads in a worker process."""
+    value = str(max(1, threads))
+    return {"OMP_NUM_THREADS": value, "MKL_NUM_THREADS": value, "OPENBLAS_NUM_THREADS": value}
+
+
+def local(
+    n_workers: int | None = None,
+    gpus: int | str = "auto",
+    threads_per_worker: int = 1,
+    memory_limit: str | float = "auto",
+    dashboard_address: str | None = ":0",
+    **kwargs: Any,
+):
+    """Start a cluster of worker processes on this machine and return a client.
+
+    Parameters
+    ----------
+    n_workers : int, optional
+        CPU workers: number of processes (default: one per core). With GPUs:
+        ignored, one worker per GPU.
+    gpus : "auto", int
+        ``"auto"``: use every visible GPU; ``0``: CPU workers even if GPUs exist;
+        ``n``: the first ``n`` GPUs.
+    threads_per_worker : int
+        dask threads per worker. CPU workers get ``cores // n_workers`` torch
+        threads in total, so dask threads x torch threads never exceed the cores.
+    memory_limit : str or float
+        Per worker, as in :class:`distributed.LocalCluster`.
+    dashboard_address : str or None
+        Where to serve the dask dashboard (``None``: no dashboard).
+    **kwargs
+        Passed to the cluster class.
+
+    Returns
+    -------
+    distributed.Client
+        Close it (and its cluster) with ``client.close(); client.cluster.close()``.
+    """
+    from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
+
+    cores = _usable_cores()
+    visible = gpu_count()
+    use = visible if gpus == "auto" else min(int(gpus), visible)
+    if gpus not in ("auto", 0) and int(gpus) > visible:
+        raise ValueError(f"gpus={gpus!r} asked for more GPUs than the {visible} visible here.")
+    if use > 0:
+        # One process per GPU: each sees only its own device as cuda:0.
+        threads = max(1, cores // use)
+        workers = {
+            f"gpu-{index}": {
+                "cls": Nanny,
+                "options": {
+                    "nthreads": max(1, threads_per_worker),
+                    "resources": {"GPU": 1},
+                    "memory_limit": memory_limit,
+                    "env": {"CUDA_VISIBLE_DEVICES": str(index), **_thread_env(threads)},
+                },
+            }
+            for index in range(use)
+        }
+        scheduler = {"cls": Scheduler, "options": {"dashboard_address": dashboard_address}}
+        cluster = SpecCluster(workers=workers, scheduler=scheduler, **kwargs)
+        log.info("local cluster: %d GPU workers", use)
+    else:
+        n_workers = n_workers or cores
+        torch_threads = max(1, cores // (n_workers * max(1, threads_per_worker)))
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            memory_limit=memory_limit,
+            dashboard_address=dashboard_address,
+            env=_thread_env(torch_threads),
+            **kwargs,
+        )
+        log.info("local cluster: %d CPU workers x %d threads", n_workers, threads_per_worker)
+    return Client(cluster)
+
+
+def slurm(
+    jobs: int,
+    cores: int,
+    memory: str,
+    gpus_per_job: int = 0,
+    walltime: str = "01:00:00",
+    queue: str | None = None,
+    account: str | None = None,
+    processes: int | None = None,
+    job_extra_directives: list[str] | None = None,
+    job_script_prologue: list[str] | None = None,
+    python: str | None = None,
+    local_directory: str | None = None,
+    log_directory: str | None = None,
+    wait: bool = True,
+    timeout: float = 600,
+    **kwargs: Any,
+):
+    """Submit dask workers as SLURM jobs (dask-jobqueue) and return a client.
+
+    Parameters
+    ----------
+    jobs : int
+        Number of SLURM jobs (nodes or node shares) to start.
+    cores, memory : int, str
+        Per job, e.g. ``16`` and ``"64GB"``.
+    gpus_per_job : int
+        GPUs per job (``--gres=gpu:N``); one worker process per GPU, each pinned
+        to its device and offering resource ``GPU=1``.
+    walltime : str
+        ``HH:MM:SS``.
+    queue, account : str, optional
+        Partition and account; no site-specific default is assumed.
+    processes : int, optional
+        Worker processes per job (default: ``gpus_per_job`` or 1).
+    job_extra_directives : list of str, optional
+        More ``#SBATCH`` options (e.g. ``["--constraint=a100"]``).
+    job_script_prologue : list of str, optional
+        Shell lines run before the worker starts (``module load ...``, activate
+        an environment).
+    python : str, optional
+        Python executable on the compute nodes (default: this one).
+    local_directory, log_directory : str, optional
+        Worker scratch space and where SLURM writes the job logs.
+    wait : bool
+        Wait until every worker has connected.
+    timeout : float
+        Seconds to wait for the workers.
+    **kwargs
+        Passed to :class:`dask_jobqueue.SLURMCluster`.
+
+    Returns
+    -------
+    distributed.Client
+    """
+    from dask_jobqueue import SLURMCluster
+    from distributed import Client
+
+    if jobs < 1 or cores < 1:
+        raise ValueError(f"jobs={jobs} and cores={cores} must be at least 1.")
+    processes = processes or max(1, gpus_per_job)
+    directives = list(job_extra_directives or [])
+    worker_args = []
+    if gpus_per_job:
+        directives.append(f"--gres=gpu:{gpus_per_job}")
+        worker_args += ["--resources", "GPU=1"]
+    threads = max(1, cores // processes)
+    prologue = [f"export {k}={v}" for k, v in _thread_env(threads).items()]
+    prologue += list(job_script_prologue or [])
+    cluster = SLURMCluster(
+        cores=cores,
+        memory=memory,
+        processes=processes,
+        walltime=walltime,
+        queue=queue,
+        account=account,
+        job_extra_directives=directives,
+        job_script_prologue=prologue,
+        worker_extra_args=worker_args,
+        python=python,
+        local_directory=local_directory,
+        log_directory=log_directory,
+        **kwargs,
+    )
+    client = Client(cluster)
+    if gpus_per_job:
+        client.register_plugin(PinGPU())
+    cluster.scale(jobs=jobs)
+    if wait:
+        client.wait_for_workers(jobs * processes, timeout=timeout)
+    return client
+
+
+def connect(address: str, timeout: float = 30):
+    """Connect to a running scheduler (``tcp://host:port`` or a scheduler file path).
+
+    Returns
+    -------
+    distributed.Client
+    """
+    from distributed import Client
+
+    if not isinstance(address, str) or not address:
+        raise ValueError(f"scheduler address {address!r} must be 'tcp://host:port' or a file.")
+    if os.path.isfile(address):
+        return Client(scheduler_file=address, timeout=timeout)
+    try:
+        return Client(address, timeout=timeout)
+    except OSError as exc:
+        raise ValueError(
+            f"could not reach the dask scheduler at {address!r} ({exc}); check that it runs and "
+            "that the address and port are right."
+        ) from exc
+
+
+class PinGPU(WorkerPlugin):
+    """Worker plugin: pin each worker process of a multi-GPU job to one device.
+
+    dask-jobqueue starts ``processes`` workers per job, named ``<job>-<i>``; the
+    plugin sets ``CUDA_VISIBLE_DEVICES`` to the ``i``-th GPU of the job before
+    any task initialises CUDA, so ``cuda`` in that process means its own GPU.
+    """
+
+    name = "volseg-pin-gpu"
+
+    def setup(self, worker) -> None:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        devices = [d for d in visible.split(",") if d.strip()] if visible else []
+        if not devices:
+            return
+        try:
+            index = int(str(worker.name).rsplit("-", 1)[-1])
+        except ValueError:
+            index = 0
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices[index % len(devices)]
