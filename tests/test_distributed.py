@@ -58,10 +58,23 @@ def _wait_until(predicate, timeout=120.0, step=0.05):
 def test_distributed_equals_local_and_loads_model_once_per_worker(
     client, scan_zarr, checkpoint, tmp_path
 ):
-    local = volseg.segment(str(scan_zarr / "image"), model=checkpoint, out=tmp_path / "l.zarr",
-                           chunks=(1, 45, 55), device="cpu", **RUN)  # fmt: skip
-    remote = volseg.segment(str(scan_zarr / "image"), model=checkpoint, out=tmp_path / "d.zarr",
-                            chunks=(1, 45, 55), device="auto", client=client, **RUN)  # fmt: skip
+    local = volseg.segment(
+        str(scan_zarr / "image"),
+        model=checkpoint,
+        out=tmp_path / "l.zarr",
+        chunks=(1, 45, 55),
+        device="cpu",
+        **RUN,
+    )
+    remote = volseg.segment(
+        str(scan_zarr / "image"),
+        model=checkpoint,
+        out=tmp_path / "d.zarr",
+        chunks=(1, 45, 55),
+        device="auto",
+        client=client,
+        **RUN,
+    )
     np.testing.assert_array_equal(remote.mask[...], local.mask[...])
     assert remote.summary["chunks_computed"] == 5 * 2 * 2
 
@@ -81,11 +94,20 @@ def test_task_arguments_do_not_carry_the_weights(scan_zarr, checkpoint):
     from volseg import inference, tiling
 
     settings = inference._Settings(
-        grid=tiling.plane_grid((90, 110), 64, 0.25), blend="gaussian", pad="reflect",
-        batch_size=16, threshold=0.5, ni_label=1, normalisation={"low": 0, "high": 1},
-        model_path=str(checkpoint), model_sha256="0" * 64, device="auto", prob_dtype=None,
-        scan_name="scan", check_finite=False,
-    )  # fmt: skip
+        grid=tiling.plane_grid((90, 110), 64, 0.25),
+        blend="gaussian",
+        pad="reflect",
+        batch_size=16,
+        threshold=0.5,
+        ni_label=1,
+        normalisation={"low": 0, "high": 1},
+        model_path=str(checkpoint),
+        model_sha256="0" * 64,
+        device="auto",
+        prob_dtype=None,
+        scan_name="scan",
+        check_finite=False,
+    )
     assert len(pickle.dumps(settings)) < 4096 < checkpoint.stat().st_size
 
 
@@ -96,17 +118,27 @@ def test_in_memory_output_is_refused_with_a_cluster(client, anode_arrays, checkp
 
 
 def test_killed_worker_does_not_change_the_result(client, big_scan, checkpoint, tmp_path):
-    reference = volseg.segment(str(big_scan / "image"), model=checkpoint,
-                               out=tmp_path / "ref.zarr", device="cpu", chunks=(1, 96, 96),
-                               **RUN)  # fmt: skip
+    reference = volseg.segment(
+        str(big_scan / "image"),
+        model=checkpoint,
+        out=tmp_path / "ref.zarr",
+        device="cpu",
+        chunks=(1, 96, 96),
+        **RUN,
+    )
     out = tmp_path / "killed.zarr"
     outcome = {}
 
     def run():
         try:
-            outcome["result"] = volseg.segment(str(big_scan / "image"), model=checkpoint,
-                                               out=out, client=client, chunks=(1, 96, 96),
-                                               **RUN)  # fmt: skip
+            outcome["result"] = volseg.segment(
+                str(big_scan / "image"),
+                model=checkpoint,
+                out=out,
+                client=client,
+                chunks=(1, 96, 96),
+                **RUN,
+            )
         except BaseException as exc:  # reported below
             outcome["error"] = exc
 
@@ -127,13 +159,35 @@ def test_killed_worker_does_not_change_the_result(client, big_scan, checkpoint, 
 
 
 def test_killed_client_process_resumes_only_missing_chunks(big_scan, checkpoint, tmp_path):
-    reference = volseg.segment(str(big_scan / "image"), model=checkpoint,
-                               out=tmp_path / "ref.zarr", device="cpu", chunks=(1, 96, 96),
-                               **RUN)  # fmt: skip
+    reference = volseg.segment(
+        str(big_scan / "image"),
+        model=checkpoint,
+        out=tmp_path / "ref.zarr",
+        device="cpu",
+        chunks=(1, 96, 96),
+        **RUN,
+    )
     out = tmp_path / "crashed.zarr"
-    command = [sys.executable, "-m", "volseg.cli", "segment", str(big_scan / "image"),
-               "--model", str(checkpoint), "--out", str(out), "--tile", "64", "--chunks", "1",
-               "96", "96", "--device", "cpu", "--no-progress"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "volseg.cli",
+        "segment",
+        str(big_scan / "image"),
+        "--model",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--tile",
+        "64",
+        "--chunks",
+        "1",
+        "96",
+        "96",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         started = _wait_until(lambda: _done(out).sum() >= 3 or process.poll() is not None)
@@ -147,8 +201,15 @@ def test_killed_client_process_resumes_only_missing_chunks(big_scan, checkpoint,
     total = _done(out).size
     assert 0 < done_before < total
     assert vio.open_output(out).attrs["status"] == "running"
-    resumed = volseg.segment(str(big_scan / "image"), model=checkpoint, out=out, device="cpu",
-                             chunks=(1, 96, 96), resume=True, **RUN)  # fmt: skip
+    resumed = volseg.segment(
+        str(big_scan / "image"),
+        model=checkpoint,
+        out=out,
+        device="cpu",
+        chunks=(1, 96, 96),
+        resume=True,
+        **RUN,
+    )
     assert resumed.summary["chunks_computed"] == total - done_before
     assert resumed.summary["chunks_skipped"] == done_before
     np.testing.assert_array_equal(resumed.mask[...], reference.mask[...])
@@ -163,10 +224,27 @@ def test_cli_segment_on_a_local_cluster(scan_zarr, checkpoint, tmp_path, capsys)
     from volseg.cli import main
 
     out = tmp_path / "cli.zarr"
-    code = main(["segment", str(scan_zarr / "image"), "--model", str(checkpoint), "--out",
-                 str(out), "--tile", "64", "--cluster", "local", "--workers", "2", "--gpus", "0",
-                 "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "segment",
+            str(scan_zarr / "image"),
+            "--model",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--tile",
+            "64",
+            "--cluster",
+            "local",
+            "--workers",
+            "2",
+            "--gpus",
+            "0",
+            "--no-progress",
+        ]
+    )
     assert code == 0
-    local = volseg.segment(str(scan_zarr / "image"), model=checkpoint, out=tmp_path / "l.zarr",
-                           device="cpu", **RUN)  # fmt: skip
+    local = volseg.segment(
+        str(scan_zarr / "image"), model=checkpoint, out=tmp_path / "l.zarr", device="cpu", **RUN
+    )
     np.testing.assert_array_equal(zarr.open(str(out / "mask"), mode="r")[...], local.mask[...])

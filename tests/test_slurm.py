@@ -30,8 +30,9 @@ def _slurm_state() -> str | None:
     if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
         return "sbatch/sinfo are not installed (run .ci/slurm-up as root)"
     try:
-        state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
-                               timeout=20)  # fmt: skip
+        state = subprocess.run(
+            ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"sinfo failed: {exc}"
     if state.returncode != 0:
@@ -54,8 +55,14 @@ def job_inputs(tmp_path_factory, checkpoint):
     base = tmp_path_factory.mktemp("slurm")
     scan = base / "scan.zarr"
     volseg.synth.write_anode(scan, (4, 100, 120), seed=8, chunks=(2, 50, 60), grain_sigma=4.0)
-    local = volseg.segment(str(scan / "image"), model=checkpoint, out=base / "local.zarr",
-                           tile=64, device="cpu", progress=False)  # fmt: skip
+    local = volseg.segment(
+        str(scan / "image"),
+        model=checkpoint,
+        out=base / "local.zarr",
+        tile=64,
+        device="cpu",
+        progress=False,
+    )
     return {"dir": base, "scan": scan, "local": local.mask[...]}
 
 
@@ -68,8 +75,15 @@ def _job_env(**values: str) -> dict[str, str]:
 
 
 def _sbatch(script: Path, log: Path, env: dict[str, str], *options: str) -> None:
-    command = ["sbatch", "--wait", "--export=ALL", f"--output={log}", "--time=00:15:00",
-               *options, str(script)]  # fmt: skip
+    command = [
+        "sbatch",
+        "--wait",
+        "--export=ALL",
+        f"--output={log}",
+        "--time=00:15:00",
+        *options,
+        str(script),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     text = log.read_text() if log.exists() else "(no job log)"
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\njob log:\n{text}"
@@ -85,8 +99,12 @@ def test_single_node_sbatch_script_matches_local_result(slurm, job_inputs, check
         VOLSEG_CPU_WORKERS="2",
         VOLSEG_RUN_DIR=str(job_inputs["dir"] / "run"),
     )
-    _sbatch(HPC / "segment_single_node.sbatch", job_inputs["dir"] / "single.log", env,
-            "--cpus-per-task=2")  # fmt: skip
+    _sbatch(
+        HPC / "segment_single_node.sbatch",
+        job_inputs["dir"] / "single.log",
+        env,
+        "--cpus-per-task=2",
+    )
     mask = zarr.open(str(out / "mask"), mode="r")[...]
     np.testing.assert_array_equal(mask, job_inputs["local"])
     record = zarr.open_group(str(out), mode="r").attrs["volseg"]
@@ -95,12 +113,30 @@ def test_single_node_sbatch_script_matches_local_result(slurm, job_inputs, check
 
 def test_jobqueue_recipe_matches_local_result(slurm, job_inputs, checkpoint):
     out = job_inputs["dir"] / "jobqueue_ni.zarr"
-    command = [sys.executable, str(HPC / "segment_jobqueue.py"), str(job_inputs["scan"] / "image"),
-               "--model", str(checkpoint), "--out", str(out), "--tile", "64", "--jobs", "1",
-               "--cores", "2", "--memory", "4GB", "--walltime", "00:15:00",
-               "--log-directory", str(job_inputs["dir"] / "jq-logs")]  # fmt: skip
-    done = subprocess.run(command, env=_job_env(), capture_output=True, text=True, timeout=900,
-                          cwd=job_inputs["dir"])  # fmt: skip
+    command = [
+        sys.executable,
+        str(HPC / "segment_jobqueue.py"),
+        str(job_inputs["scan"] / "image"),
+        "--model",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--tile",
+        "64",
+        "--jobs",
+        "1",
+        "--cores",
+        "2",
+        "--memory",
+        "4GB",
+        "--walltime",
+        "00:15:00",
+        "--log-directory",
+        str(job_inputs["dir"] / "jq-logs"),
+    ]
+    done = subprocess.run(
+        command, env=_job_env(), capture_output=True, text=True, timeout=900, cwd=job_inputs["dir"]
+    )
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
     mask = zarr.open(str(out / "mask"), mode="r")[...]
     np.testing.assert_array_equal(mask, job_inputs["local"])

@@ -21,8 +21,9 @@ def test_same_seed_same_volume_other_seed_other_volume():
 def test_written_volume_does_not_depend_on_storage_chunks(tmp_path):
     image, labels = synth.anode((10, 80, 96), seed=2, grain_sigma=4.0)
     for i, chunks in enumerate([(3, 17, 40), (10, 80, 96)]):
-        group = synth.write_anode(tmp_path / f"s{i}.zarr", (10, 80, 96), seed=2, chunks=chunks,
-                                  grain_sigma=4.0)  # fmt: skip
+        group = synth.write_anode(
+            tmp_path / f"s{i}.zarr", (10, 80, 96), seed=2, chunks=chunks, grain_sigma=4.0
+        )
         np.testing.assert_array_equal(group["image"][...], image)
         np.testing.assert_array_equal(group["labels"][...], labels)
         assert group["image"].chunks == chunks
@@ -38,8 +39,9 @@ def test_lazy_generation_matches_eager():
 
 
 def test_phase_fractions_and_grey_levels():
-    image, labels = synth.anode((16, 160, 160), seed=0, grain_sigma=4.0, ni_fraction=0.3,
-                                ysz_fraction=0.4)  # fmt: skip
+    image, labels = synth.anode(
+        (16, 160, 160), seed=0, grain_sigma=4.0, ni_fraction=0.3, ysz_fraction=0.4
+    )
     assert image.dtype == np.uint16 and labels.dtype == np.uint8
     fractions = [float(np.mean(labels == k)) for k in range(3)]
     assert fractions == pytest.approx([0.3, 0.4, 0.3], abs=0.05)

@@ -40,8 +40,15 @@ def test_train_writes_checkpoint_history_and_plot(train_zarr, tmp_path):
     assert result.path == out and out.is_file()
     csv, png = training.history_paths(out)
     history = pd.read_csv(csv)
-    assert list(history.columns) == ["epoch", "loss", "val_loss", "val_ni_iou", "val_dice", "lr",
-                                     "seconds"]  # fmt: skip
+    assert list(history.columns) == [
+        "epoch",
+        "loss",
+        "val_loss",
+        "val_ni_iou",
+        "val_dice",
+        "lr",
+        "seconds",
+    ]
     assert len(history) == 2 and png.stat().st_size > 1000
     loaded = vmodel.load_checkpoint(out)
     record = loaded.training
@@ -55,8 +62,14 @@ def test_train_writes_checkpoint_history_and_plot(train_zarr, tmp_path):
     norm = loaded.config["normalisation"]
     assert norm["percentiles"] == [0.5, 99.5]
     assert np.percentile(image, 0.5) * 0.9 < norm["low"] < norm["high"] < image.max()
-    seg = volseg.segment(str(train_zarr / "image"), model=out, out=tmp_path / "o.zarr",
-                         device="cpu", progress=False, tile=64)  # fmt: skip
+    seg = volseg.segment(
+        str(train_zarr / "image"),
+        model=out,
+        out=tmp_path / "o.zarr",
+        device="cpu",
+        progress=False,
+        tile=64,
+    )
     assert seg.mask.shape == (12, 80, 80)
 
 
@@ -65,8 +78,12 @@ def test_training_reads_crops_lazily_from_zarr(train_zarr, tmp_path, monkeypatch
     reads = []
     original = vio.read_region
     monkeypatch.setattr(vio, "read_region", lambda a, r: reads.append(r) or original(a, r))
-    volseg.train(str(train_zarr / "image"), str(train_zarr / "labels"), tmp_path / "m.pt",
-                 **{**SMALL, "epochs": 1})  # fmt: skip
+    volseg.train(
+        str(train_zarr / "image"),
+        str(train_zarr / "labels"),
+        tmp_path / "m.pt",
+        **{**SMALL, "epochs": 1},
+    )
     assert reads and all(isinstance(r[0], int) for r in reads)  # single-slice crops
 
 
@@ -85,9 +102,15 @@ def test_freeze_encoder_and_resume(train_zarr, tmp_path):
     volseg.train(str(train_zarr / "image"), str(train_zarr / "labels"), first, **SMALL)
     before = vmodel.load_checkpoint(first)
     second = tmp_path / "b.pt"
-    result = volseg.train(str(train_zarr / "image"), str(train_zarr / "labels"), second,
-                          freeze_encoder=True, resume_from=first, seed=3,
-                          **{**SMALL, "epochs": 2, "patience": 5})  # fmt: skip
+    result = volseg.train(
+        str(train_zarr / "image"),
+        str(train_zarr / "labels"),
+        second,
+        freeze_encoder=True,
+        resume_from=first,
+        seed=3,
+        **{**SMALL, "epochs": 2, "patience": 5},
+    )
     after = vmodel.load_checkpoint(second)
     assert len(result.history) == 4  # two more epochs after the two resumed ones
     for key, value in before.network.encoder.state_dict().items():
@@ -100,8 +123,7 @@ def test_several_volumes_and_pairs(tmp_path):
         image, label = synth.anode((6, 64, 64), seed=seed, grain_sigma=4.0)
         images.append(image)
         labels.append(label)
-    result = volseg.train(images, labels, tmp_path / "m.pt", ni_label=2, val_fraction=0.34,
-                          **SMALL)  # fmt: skip
+    result = volseg.train(images, labels, tmp_path / "m.pt", ni_label=2, val_fraction=0.34, **SMALL)
     assert len(vmodel.load_checkpoint(result.path).training["split"]) == 2
 
 
@@ -117,8 +139,12 @@ def test_several_volumes_and_pairs(tmp_path):
 )
 def test_bad_training_arguments(train_zarr, tmp_path, kwargs, error, match):
     with pytest.raises(error, match=match):
-        volseg.train(str(train_zarr / "image"), str(train_zarr / "labels"), tmp_path / "m.pt",
-                     **{**SMALL, **kwargs})  # fmt: skip
+        volseg.train(
+            str(train_zarr / "image"),
+            str(train_zarr / "labels"),
+            tmp_path / "m.pt",
+            **{**SMALL, **kwargs},
+        )
 
 
 def test_training_data_errors(train_zarr, tmp_path):
@@ -138,10 +164,33 @@ def test_cli_train_on_a_synth_group(train_zarr, tmp_path, capsys):
     from volseg.cli import main
 
     out = tmp_path / "cli.pt"
-    code = main(["train", str(train_zarr), "--out", str(out), "--encoder", "resnet18",
-                 "--encoder-depth", "3", "--decoder-channels", "32", "16", "8", "--tile", "64",
-                 "--batch-size", "4", "--epochs", "1", "--steps-per-epoch", "2", "--device", "cpu",
-                 "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            str(train_zarr),
+            "--out",
+            str(out),
+            "--encoder",
+            "resnet18",
+            "--encoder-depth",
+            "3",
+            "--decoder-channels",
+            "32",
+            "16",
+            "8",
+            "--tile",
+            "64",
+            "--batch-size",
+            "4",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert code == 0 and out.is_file()
     assert "validation Ni IoU" in capsys.readouterr().out
     assert main(["train", "a", "b", "c", "--out", str(out)]) == 2
@@ -151,9 +200,16 @@ def test_cli_train_on_a_synth_group(train_zarr, tmp_path, capsys):
 def test_quick_demo_writes_every_output(tmp_path):
     from volseg.demo import run_demo
 
-    figures = run_demo(tmp_path / "demo", progress=False, device="cpu", epochs=1,
-                       steps_per_epoch=2, train_shape=(8, 128, 128), test_shape=(4, 128, 128),
-                       batch_size=4)  # fmt: skip
+    figures = run_demo(
+        tmp_path / "demo",
+        progress=False,
+        device="cpu",
+        epochs=1,
+        steps_per_epoch=2,
+        train_shape=(8, 128, 128),
+        test_shape=(4, 128, 128),
+        batch_size=4,
+    )
     for path in figures["paths"].values():
         assert (tmp_path / "demo").joinpath(path.split("/demo/")[-1]).exists()
     assert 0 <= figures["ni_iou"] <= 1 and 0 <= figures["otsu_ni_iou"] <= 1
