@@ -7,13 +7,16 @@
 
 from . import metrics, model, synth, tiling
 from ._version import __version__
+from .evaluation import Evaluation, evaluate
 from .inference import SegmentationResult, open_result, segment
 from .training import TrainResult, train
 
 __all__ = [
+    "Evaluation",
     "SegmentationResult",
     "TrainResult",
     "__version__",
+    "evaluate",
     "metrics",
     "model",
     "open_result",

@@ -204,8 +204,8 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), default=(64, 384, 384))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunks", type=int, nargs=3, metavar=("Z", "Y", "X"), default=(16, 256, 256))
-    p.add_argument("--ni-fraction", type=float, default=0.27)
-    p.add_argument("--ysz-fraction", type=float, default=0.43)
+    p.add_argument("--ni-fraction", type=float, default=0.3)
+    p.add_argument("--ysz-fraction", type=float, default=0.4)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_run_synth)
 
@@ -345,6 +345,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _run_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    if args.epochs is not None and args.epochs < 1:
+        raise ValueError(f"--epochs {args.epochs} must be at least 1.")
     overrides = {"epochs": args.epochs} if args.epochs else {}
     figures = run_demo(
         args.out,
@@ -368,6 +370,136 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score a mask against ground truth (per chunk, per slice, pooled, vs a threshold)",
+        description="Chunked confusion counts of MASK against TRUTH: Ni IoU, Dice, precision, "
+        "recall and the two-class mean IoU, per chunk, per z-slice and pooled, beside a global "
+        "threshold baseline on the same scan.",
+    )
+    p.add_argument("mask", help="volseg output group (scan_ni.zarr) or any binary volume")
+    p.add_argument("truth", help="labels or binary mask of the same shape")
+    p.add_argument(
+        "--ni-label",
+        type=float,
+        default=None,
+        help="value of Ni in TRUTH (default: from its attrs, else 1)",
+    )
+    p.add_argument("--baseline", choices=["multiotsu", "otsu", "none"], default="multiotsu")
+    p.add_argument(
+        "--scan",
+        default=None,
+        help="grey-value scan for the baseline (default: the input recorded in the output group)",
+    )
+    p.add_argument("--csv", default=None, help="per-chunk CSV (per-slice: <stem>_slices.csv)")
+    p.add_argument(
+        "--no-write", action="store_true", help="do not store the counts in the output group"
+    )
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate
+
+    result = evaluate(
+        args.mask,
+        args.truth,
+        args.ni_label,
+        baseline=args.baseline,
+        scan=args.scan,
+        csv=args.csv,
+        write=not args.no_write,
+    )
+    _print_summary(result.summary)
+    baseline = result.summary.get("baseline")
+    if baseline:
+        print(
+            f"  {baseline['method'] + ' Ni IoU':<24} {baseline['ni_iou']:.4f}"
+            f"  (threshold {baseline['threshold']:.1f})"
+        )
+    worst = result.slices.sort_values("iou").head(3)
+    print(
+        "  lowest per-slice Ni IoU: "
+        + ", ".join(f"z={int(r.z)}: {r.iou:.4f}" for r in worst.itertuples())
+    )
+    if args.csv:
+        print(f"tables written to {args.csv} and its _slices.csv")
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write an HTML report (figures embedded) and PNGs for an output",
+        description="Sample slices with the mask outline, discrepancy maps (with --truth), "
+        "per-chunk heat maps, Ni fraction profiles, grey-value histograms per phase and the "
+        "training curves, as one self-contained HTML page and PNG files.",
+    )
+    p.add_argument("out", help="volseg output group")
+    p.add_argument("--truth", default=None, help="labels, for IoU maps and discrepancies")
+    p.add_argument("--ni-label", type=float, default=None)
+    p.add_argument("--scan", default=None, help="the scan (default: recorded in the output)")
+    p.add_argument("--html", default=None, help="HTML file (default: <out>_report.html)")
+    p.add_argument("--png-dir", default=None, help="PNG folder (default: <out>_report/)")
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from .report import make_report
+
+    page = make_report(
+        args.out,
+        truth=args.truth,
+        html=args.html,
+        png_dir=args.png_dir,
+        scan=args.scan,
+        ni_label=args.ni_label,
+    )
+    print(f"report written to {page}")
+    return 0
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="convert a TIFF stack or HDF5 dataset into chunked OME-Zarr",
+        description="Write a TIFF stack (file or folder of slices), an HDF5 dataset or any "
+        "readable volume as a chunked OME-Zarr group with a resolution pyramid.",
+    )
+    p.add_argument("input", help="TIFF file, folder of TIFF slices, .h5/.hdf5 file, or Zarr")
+    p.add_argument("out", help="OME-Zarr group to write")
+    p.add_argument("--dataset", default=None, help="HDF5 dataset path")
+    p.add_argument("--chunks", type=int, nargs=3, metavar=("Z", "Y", "X"), default=(16, 256, 256))
+    p.add_argument("--levels", type=int, default=3, help="resolution levels (3)")
+    p.add_argument(
+        "--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), default=(1.0, 1.0, 1.0)
+    )
+    p.add_argument("--unit", default=None, help="unit of --voxel-size, e.g. micrometer")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from .io import convert
+
+    group = convert(
+        args.input,
+        args.out,
+        dataset=args.dataset,
+        chunks=_shape(args.chunks),
+        levels=args.levels,
+        voxel_size=tuple(args.voxel_size),
+        unit=args.unit,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    levels = sorted(name for name, _ in group.arrays())
+    print(f"wrote {args.out}: levels {', '.join(levels)}, level 0 shape {group['0'].shape}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``volseg`` command (also used to document the CLI)."""
     parser = argparse.ArgumentParser(
@@ -382,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_segment(sub)
     _add_stats(sub)
+    _add_evaluate(sub)
+    _add_report(sub)
+    _add_convert(sub)
     _add_synth(sub)
     return parser
 

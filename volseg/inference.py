@@ -415,7 +415,7 @@ def stats_table(output: vio.OutputGroup, has_truth: bool) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     table["ni_fraction"] = table["ni_voxels"] / table["voxels"]
     table["uncertain_fraction"] = table["uncertain_voxels"] / table["voxels"]
-    if has_truth:
+    if "tp" in table:
         table = metrics.scores_table(table)
     return table
 

@@ -34,9 +34,11 @@ __all__ = [
     "STAT_FIELDS",
     "OutputGroup",
     "Scan",
+    "convert",
     "create_output",
     "default_output_path",
     "open_output",
+    "ome_multiscales",
     "open_scan",
     "write_arrays",
 ]
@@ -322,6 +324,17 @@ class OutputGroup:
             self.stats[name][index] = value
         self.stats["done"][index] = True
 
+    def write_counts(self, counts: np.ndarray, names: tuple[str, ...]) -> None:
+        """Store whole per-chunk count arrays (``counts[..., i]`` for ``names[i]``)."""
+        stats_group = self.group["stats"]
+        for i, name in enumerate(names):
+            if name not in stats_group:
+                stats_group.create_array(
+                    name, shape=counts.shape[:3], chunks=(1, 1, 1), dtype="int64", fill_value=0
+                )
+            self.stats[name] = stats_group[name]
+            self.stats[name][...] = counts[..., i]
+
     def read_stats(self) -> dict[str, np.ndarray]:
         """All per-chunk statistics arrays (small: one value per chunk)."""
         return {name: np.asarray(array[...]) for name, array in self.stats.items()}
@@ -417,6 +430,8 @@ def create_output(
     """
     group = zarr.open_group(_store_for(out), mode="w-", zarr_format=zarr_format)
     group.attrs["volseg"] = {**attrs, "status": "running"}
+    # NGFF viewers (napari-ome-zarr) open the mask as the group's image.
+    group.attrs["ome"] = ome_multiscales(["mask"], name="mask")
     group.create_array(
         "mask",
         shape=shape,
@@ -526,3 +541,137 @@ def write_arrays(
             target.attrs.update(array_attrs[name])
         da.store(array.rechunk(block), target, lock=False)
     return group
+
+
+def ome_multiscales(
+    paths: list[str],
+    voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    name: str = "image",
+    factors: list[tuple[int, int, int]] | None = None,
+    unit: str | None = None,
+) -> dict[str, Any]:
+    """OME-Zarr (NGFF 0.5) ``ome`` attributes for the levels ``paths`` of one image.
+
+    Examples
+    --------
+    >>> meta = ome_multiscales(["0", "1"], factors=[(1, 1, 1), (1, 2, 2)])
+    >>> meta["multiscales"][0]["datasets"][1]["coordinateTransformations"][0]["scale"]
+    [1.0, 2.0, 2.0]
+    """
+    factors = factors or [(1, 1, 1)] * len(paths)
+    axes = [{"name": axis, "type": "space"} for axis in "zyx"]
+    if unit:
+        for axis in axes:
+            axis["unit"] = unit
+    datasets = [
+        {
+            "path": path,
+            "coordinateTransformations": [
+                {"type": "scale", "scale": [float(v * f) for v, f in zip(voxel_size, factor)]}
+            ],
+        }
+        for path, factor in zip(paths, factors)
+    ]
+    return {"version": "0.5", "multiscales": [{"name": name, "axes": axes, "datasets": datasets}]}
+
+
+def _open_hdf5(path: Path, dataset: str | None) -> da.Array:
+    try:
+        import h5py
+    except ImportError as exc:
+        raise ValueError(
+            f"{str(path)!r} is an HDF5 file and h5py is not installed: pip install h5py."
+        ) from exc
+    handle = h5py.File(path, "r")
+    if dataset is None:
+        names: list[str] = []
+        handle.visititems(
+            lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None
+        )
+        three_d = [n for n in names if handle[n].ndim == 3]
+        if len(three_d) != 1:
+            raise ValueError(
+                f"HDF5 file {str(path)!r} holds {len(three_d)} 3D datasets "
+                f"({', '.join(three_d) or 'none'}); name one with --dataset."
+            )
+        dataset = three_d[0]
+    if dataset not in handle:
+        raise ValueError(f"HDF5 file {str(path)!r} has no dataset {dataset!r}.")
+    source = handle[dataset]
+    chunks = source.chunks or (min(16, source.shape[0]), *source.shape[1:])
+    return da.from_array(source, chunks=chunks)
+
+
+def convert(
+    source: Any,
+    out: Any,
+    *,
+    dataset: str | None = None,
+    chunks: tuple[int, int, int] = (16, 256, 256),
+    levels: int = 3,
+    voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    unit: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> zarr.Group:
+    """Convert a TIFF stack, an HDF5 dataset or any volseg input into chunked OME-Zarr.
+
+    Level 0 is the volume itself (array ``"0"``); each further level halves y and x
+    (mean of 2x2 blocks, chunk by chunk), so viewers such as napari can browse it.
+
+    Parameters
+    ----------
+    source : path or array
+        TIFF file or folder of TIFF slices, ``.h5``/``.hdf5`` file, Zarr, or an array.
+    out : path or zarr store
+        The OME-Zarr group to write.
+    dataset : str, optional
+        HDF5 dataset path (needed when the file holds several 3D datasets).
+    chunks : tuple of int
+        Stored chunk shape.
+    levels : int
+        Number of resolution levels (>= 1).
+    voxel_size : tuple of float
+        (z, y, x) voxel size written into the metadata.
+    unit : str, optional
+        Unit of the voxel size, e.g. "micrometer".
+    overwrite : bool
+        Replace an existing group.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    zarr.Group
+    """
+    if levels < 1:
+        raise ValueError(f"levels={levels!r} must be at least 1.")
+    path = Path(source) if isinstance(source, (str, os.PathLike)) else None
+    if path is not None and path.suffix.lower() in (".h5", ".hdf5", ".hdf", ".nxs"):
+        if not path.exists():
+            raise FileNotFoundError(f"input {str(path)!r} does not exist; check the path.")
+        volume = _open_hdf5(path, dataset)
+        _validate_volume(volume, "input", str(path), allow_bool=False)
+    else:
+        scan = open_scan(source, role="input")
+        volume = scan.array if isinstance(scan.array, da.Array) else da.from_array(scan.array)
+    pyramid = {"0": volume}
+    current = volume
+    for level in range(1, levels):
+        if min(current.shape[1:]) < 2:
+            break
+        current = da.coarsen(np.mean, current, {1: 2, 2: 2}, trim_excess=True).astype(volume.dtype)
+        pyramid[str(level)] = current
+    factors = [(1, 2**i, 2**i) for i in range(len(pyramid))]
+    attrs = {"ome": ome_multiscales(list(pyramid), voxel_size, "image", factors, unit)}
+    callbacks = []
+    if progress:
+        from tqdm.dask import TqdmCallback
+
+        callbacks.append(TqdmCallback(desc="convert", unit="chunk"))
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        for callback in callbacks:
+            stack.enter_context(callback)
+        return write_arrays(out, pyramid, chunks=chunks, attrs=attrs, overwrite=overwrite)

@@ -1,4 +1,4 @@
-"""Figures: training curves and slice overlays (matplotlib, colour-blind-safe colours)."""
+"""Figures and the HTML report (matplotlib; colour-blind-safe Okabe-Ito colours, cividis maps)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["COLOURS", "slice_figure", "training_curves"]
+__all__ = [
+    "COLOURS",
+    "chunk_heatmap",
+    "fraction_profiles",
+    "make_report",
+    "phase_histograms",
+    "slice_figure",
+    "slices_figure",
+    "training_curves",
+]
 
 # Okabe-Ito palette: distinguishable with the common colour-vision deficiencies.
 COLOURS = {
@@ -116,3 +125,285 @@ def slice_figure(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _save(fig, path: Path) -> Path:
+    plt = _pyplot()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def slices_figure(
+    image: Any, mask: Any, path: str | Path, truth: Any = None, n_slices: int = 3
+) -> Path:
+    """Evenly spaced z-slices: mask outline over the grey values, and the errors with truth."""
+    from matplotlib.colors import ListedColormap
+    from scipy import ndimage
+
+    plt = _pyplot()
+    depth = mask.shape[0]
+    zs = sorted({int(z) for z in np.linspace(0, depth - 1, min(n_slices, depth) + 2)[1:-1]}) or [0]
+    columns = 2 if truth is not None else 1
+    fig, axes = plt.subplots(
+        len(zs), columns, figsize=(4.2 * columns, 4.0 * len(zs)), squeeze=False
+    )
+    error_cmap = ListedColormap(
+        ["#FFFFFF", COLOURS["orange"], COLOURS["vermillion"], COLOURS["sky"]]
+    )
+    for row, z in enumerate(zs):
+        plane = np.asarray(image[z], dtype=np.float32)
+        pred = np.asarray(mask[z]).astype(bool)
+        low, high = np.percentile(plane, [0.5, 99.5])
+        axis = axes[row, 0]
+        axis.imshow(plane, cmap="gray", vmin=low, vmax=high)
+        outline = pred & ~ndimage.binary_erosion(pred)
+        axis.imshow(
+            np.ma.masked_where(~outline, outline),
+            cmap=ListedColormap([COLOURS["orange"]]),
+            interpolation="none",
+        )
+        axis.set_title(f"z = {z}: Ni outline")
+        if truth is not None:
+            true = np.asarray(truth[z]).astype(bool)
+            classes = np.zeros(pred.shape, np.uint8)
+            classes[pred & true], classes[pred & ~true], classes[~pred & true] = 1, 2, 3
+            axes[row, 1].imshow(classes, cmap=error_cmap, vmin=0, vmax=3, interpolation="none")
+            axes[row, 1].set_title("TP orange / FP vermillion / FN blue")
+        for axis in axes[row]:
+            axis.set_axis_off()
+    return _save(fig, Path(path))
+
+
+def chunk_heatmap(stats: Any, column: str, path: str | Path, label: str) -> Path:
+    """Per-chunk values as a heat map: rows are z-chunks, columns the (y, x) chunks."""
+    plt = _pyplot()
+    nz = int(stats["chunk_z"].max()) + 1
+    ny = int(stats["chunk_y"].max()) + 1
+    nx = int(stats["chunk_x"].max()) + 1
+    grid = np.full((nz, ny * nx), np.nan)
+    for _, row in stats.iterrows():
+        grid[int(row.chunk_z), int(row.chunk_y) * nx + int(row.chunk_x)] = row[column]
+    fig, axis = plt.subplots(figsize=(max(4, 0.25 * ny * nx + 2), max(2.5, 0.25 * nz + 1.5)))
+    image = axis.imshow(grid, cmap="cividis", aspect="auto", interpolation="nearest")
+    axis.set_xlabel("chunk (y, x) in row-major order")
+    axis.set_ylabel("z chunk")
+    fig.colorbar(image, ax=axis, label=label)
+    axis.set_title(f"{label} per chunk")
+    return _save(fig, Path(path))
+
+
+def fraction_profiles(profiles: dict[str, np.ndarray], path: str | Path) -> Path:
+    """Ni fraction along z, y and x (mean over the two other axes)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.0))
+    for axis, (name, values) in zip(axes, profiles.items()):
+        axis.plot(np.arange(len(values)), values, color=COLOURS["blue"])
+        axis.set_xlabel(name)
+        axis.set_ylabel("Ni fraction")
+        axis.set_ylim(0, 1)
+    return _save(fig, Path(path))
+
+
+def phase_histograms(histograms: dict[str, np.ndarray], edges: np.ndarray, path) -> Path:
+    """Grey-value histograms per phase (predicted, and true where truth exists)."""
+    plt = _pyplot()
+    fig, axis = plt.subplots(figsize=(6, 3.2))
+    centres = (edges[:-1] + edges[1:]) / 2
+    palette = [
+        COLOURS["blue"],
+        COLOURS["orange"],
+        COLOURS["green"],
+        COLOURS["purple"],
+        COLOURS["vermillion"],
+    ]
+    for colour, (name, counts) in zip(palette, histograms.items()):
+        axis.plot(centres, counts, color=colour, label=name)
+    axis.set_xlabel("grey value")
+    axis.set_ylabel("voxels (sampled slices)")
+    axis.legend(frameon=False)
+    return _save(fig, Path(path))
+
+
+def make_report(
+    out: str | Path,
+    truth: Any = None,
+    html: str | Path | None = None,
+    png_dir: str | Path | None = None,
+    scan: Any = None,
+    ni_label: float | None = None,
+    sample_step: int = 4,
+) -> Path:
+    """A self-contained HTML report (figures embedded) and its PNG files for an output.
+
+    Parameters
+    ----------
+    out : path
+        A volseg output group.
+    truth : path or array, optional
+        Labels, for the discrepancy maps and per-chunk IoU.
+    html : path, optional
+        HTML file to write (default ``<out>_report.html`` beside the output).
+    png_dir : path, optional
+        Folder for the PNG files (default ``<out>_report/``).
+    scan : path or array, optional
+        The grey-value scan (default: the input recorded in the output).
+    ni_label : number, optional
+        Value of Ni in ``truth`` (default: recorded in its attrs, else 1).
+    sample_step : int
+        Histograms use every n-th slice.
+
+    Returns
+    -------
+    pathlib.Path
+        The HTML file.
+    """
+    import base64
+    import html as html_lib
+
+    import dask.array as da
+
+    from . import io as vio
+    from .evaluation import evaluate
+    from .inference import open_result
+    from .training import history_paths
+
+    result = open_result(out)
+    record = dict(result.group.attrs.get("volseg", {}))
+    base = Path(str(out).rstrip("/"))
+    html = Path(html) if html else base.with_name(base.name.replace(".zarr", "") + "_report.html")
+    png_dir = (
+        Path(png_dir) if png_dir else base.with_name(base.name.replace(".zarr", "") + "_report")
+    )
+    png_dir.mkdir(parents=True, exist_ok=True)
+    scan_source = scan if scan is not None else record.get("input")
+    image = vio.open_scan(scan_source, role="scan").array
+    truth_array = None
+    figures: list[tuple[str, Path]] = []
+    summary = dict(result.summary)
+    stats = result.stats
+    if truth is not None:
+        evaluation = evaluate(out, truth, ni_label, baseline="multiotsu", scan=scan_source)
+        summary.update({k: v for k, v in evaluation.summary.items() if k != "baseline"})
+        if "baseline" in evaluation.summary:
+            summary["multiotsu_ni_iou"] = evaluation.summary["baseline"]["ni_iou"]
+        stats = open_result(out).stats
+        truth_volume = vio.open_scan(truth, role="truth", allow_bool=True)
+        ni_label = evaluation.summary["ni_label"]
+        truth_array = (
+            da.from_array(truth_volume.array)
+            if not isinstance(truth_volume.array, da.Array)
+            else truth_volume.array
+        ) == ni_label
+
+    mask = da.from_array(result.mask, chunks=result.mask.chunks)
+    figures.append(
+        (
+            "Sample slices",
+            slices_figure(image, result.mask, png_dir / "slices.png", truth=truth_array),
+        )
+    )
+    if "iou" in stats:
+        figures.append(
+            ("Ni IoU per chunk", chunk_heatmap(stats, "iou", png_dir / "chunk_iou.png", "Ni IoU"))
+        )
+    figures.append(
+        (
+            "Ni fraction per chunk",
+            chunk_heatmap(stats, "ni_fraction", png_dir / "chunk_ni_fraction.png", "Ni fraction"),
+        )
+    )
+    figures.append(
+        (
+            "Uncertain fraction per chunk",
+            chunk_heatmap(
+                stats, "uncertain_fraction", png_dir / "chunk_uncertain.png", "uncertain fraction"
+            ),
+        )
+    )
+    profiles = dict(
+        zip(
+            "zyx",
+            da.compute(*(mask.mean(axis=tuple(a for a in range(3) if a != k)) for k in range(3))),
+        )
+    )
+    figures.append(
+        ("Ni fraction along each axis", fraction_profiles(profiles, png_dir / "profiles.png"))
+    )
+    sample = np.asarray(image[::sample_step], dtype=np.float64)
+    predicted = np.asarray(result.mask[::sample_step]).astype(bool)
+    edges = np.linspace(*np.percentile(sample, [0.1, 99.9]), 129)
+    histograms = {
+        "predicted Ni": np.histogram(sample[predicted], edges)[0],
+        "predicted other": np.histogram(sample[~predicted], edges)[0],
+    }
+    if truth is not None:
+        labels = np.asarray(truth_volume.array[::sample_step])
+        phases = dict(getattr(truth_volume.array, "attrs", {}) or {}).get("phases") or {}
+        names = {value: name for name, value in phases.items()}
+        for value in np.unique(labels)[:5]:
+            name = "true Ni" if value == ni_label else f"true {names.get(int(value), value)}"
+            histograms[name] = np.histogram(sample[labels == value], edges)[0]
+    figures.append(
+        (
+            "Grey-value histograms per phase",
+            phase_histograms(histograms, edges, png_dir / "histograms.png"),
+        )
+    )
+    model_path = record.get("model", {}).get("path")
+    if model_path:
+        csv, _ = history_paths(model_path)
+        if csv.is_file():
+            import pandas as pd
+
+            history = pd.read_csv(csv)
+            figures.append(
+                (
+                    "Training curves",
+                    training_curves(
+                        history,
+                        png_dir / "training.png",
+                        best_epoch=int(history.loc[history["val_ni_iou"].idxmax(), "epoch"]),
+                    ),
+                )
+            )
+
+    rows = "".join(
+        f"<tr><th>{html_lib.escape(str(k))}</th><td>{html_lib.escape(_fmt(v))}</td></tr>"
+        for k, v in summary.items()
+        if not isinstance(v, dict)
+    )
+    worst = ""
+    if "iou" in stats:
+        table = stats.sort_values("iou").head(10)
+        worst = "<h2>Chunks with the lowest Ni IoU</h2>" + table.to_html(
+            index=False, float_format=lambda v: f"{v:.4f}"
+        )
+    blocks = []
+    for title, path in figures:
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        blocks.append(
+            f"<h2>{html_lib.escape(title)}</h2>"
+            f'<img alt="{html_lib.escape(title)}" src="data:image/png;base64,{data}">'
+        )
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>volseg report: {html_lib.escape(base.name)}</title>"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+        "img{max-width:100%}table{border-collapse:collapse}"
+        "th,td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left}</style>"
+        f"</head><body><h1>volseg report: {html_lib.escape(base.name)}</h1>"
+        f"<p>scan: {html_lib.escape(str(scan_source))}; model: "
+        f"{html_lib.escape(str(model_path))}; status: {html_lib.escape(str(record.get('status')))}"
+        "</p><p>IoU and Dice are for the Ni class alone; the two-class mean IoU averages Ni "
+        f"and background.</p><table>{rows}</table>{worst}{''.join(blocks)}</body></html>"
+    )
+    html.write_text(page, encoding="utf-8")
+    return html
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)

@@ -10,7 +10,8 @@ slow intensity drift and noise.
 
 Everything is computed lazily with dask on a fixed internal block grid, so a
 volume is generated block by block (never whole in memory) and the result depends
-only on ``shape`` and ``seed``, not on how it is later chunked or stored.
+only on ``shape``, ``seed`` and the parameters, not on how it is later chunked or
+stored.
 """
 
 from __future__ import annotations

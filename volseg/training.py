@@ -93,8 +93,8 @@ def _open_pairs(images, labels, val_fraction: float, val_gap: int) -> list[_Pair
         if n_train < 1:
             raise ValueError(
                 f"training image {image.source!r} has only {depth} slices: too few to hold out "
-                f"val_fraction={val_fraction} as a separate slab; give more slices or "
-                "val_fraction=0 with a separate validation volume."
+                f"val_fraction={val_fraction} plus a gap of {val_gap} as a separate slab; give "
+                "more slices, a smaller val_fraction or val_gap, or several volumes."
             )
         pairs.append(
             _Pair(
@@ -262,6 +262,13 @@ def _validate(tile, batch_size, epochs, lr, loss, val_fraction, patience):
         raise ValueError(f"patience={patience!r} must be at least 1 epoch.")
 
 
+def _validate_split(val_gap: int, val_tiles: int) -> None:
+    if val_gap < 0:
+        raise ValueError(f"val_gap={val_gap!r} must be >= 0 slices.")
+    if val_tiles < 1:
+        raise ValueError(f"val_tiles={val_tiles!r} must be at least 1.")
+
+
 def _freeze(network: torch.nn.Module, freeze_encoder: bool) -> None:
     for parameter in network.encoder.parameters():
         parameter.requires_grad = not freeze_encoder
@@ -347,6 +354,7 @@ def train(
     TrainResult
     """
     _validate(tile, batch_size, epochs, lr, loss, val_fraction, patience)
+    _validate_split(val_gap, val_tiles)
     out = Path(out)
     if out.exists() and not overwrite and (resume_from is None or Path(resume_from) != out):
         raise FileExistsError(
@@ -381,15 +389,24 @@ def train(
         network = vmodel.build_unet(config, encoder_weights=encoder_weights)
     network.to(torch_device)
     _freeze(network, freeze_encoder)
+    if resume_from is not None and Path(resume_from).resolve() != out.resolve():
+        # The resumed weights are the best so far until an epoch beats them.
+        vmodel.save_checkpoint(network, config, out, training=previous.training, overwrite=True)
     crops = _Crops(pairs, config["tile"], ni_label, config["normalisation"])
     validation = crops.validation_tiles(val_tiles, np.random.default_rng(seed + 1))
     if validation is None:
         raise ValueError("no validation tiles: increase val_fraction or give more slices.")
+    if not bool(validation[1].any()):
+        raise ValueError(
+            f"the validation slabs hold no Ni (label {ni_label}); Ni IoU cannot be measured: "
+            "check ni_label, or hold out slices that contain Ni (val_fraction)."
+        )
     if steps_per_epoch is None:
         train_pixels = sum(
             (p.train_z[1] - p.train_z[0]) * np.prod(p.image.shape[1:]) for p in pairs
         )
-        steps_per_epoch = int(np.clip(train_pixels / (batch_size * tile * tile), 4, 500))
+        crop = config["tile"]
+        steps_per_epoch = int(np.clip(train_pixels / (batch_size * crop * crop), 4, 500))
 
     trainable = [p for p in network.parameters() if p.requires_grad]
     optimiser = torch.optim.Adam(trainable, lr=history[-1]["lr"] if history else lr)

@@ -1,0 +1,216 @@
+"""``evaluate()``: how good is a mask? Chunked confusion counts, pooled scores, per-slice IoU.
+
+Counts are computed per chunk with dask (never on the whole volume at once), stored in
+the output group's ``stats/`` arrays when the mask is a volseg output, pooled by
+summing, and compared with a global-threshold baseline on the same scan.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+
+from . import io as vio
+from . import metrics
+
+__all__ = ["Evaluation", "BASELINES", "evaluate"]
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("multiotsu", "otsu", "none")
+_KEYS = ("tp", "fp", "fn", "tn")
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` returns.
+
+    Attributes
+    ----------
+    summary : dict
+        Pooled ``ni_iou``, ``ni_dice``, ``precision``, ``recall``,
+        ``two_class_mean_iou`` (mean of Ni and background IoU: labelled so), the
+        counts, and ``baseline`` (its method, threshold and scores) when computed.
+    chunks : pandas.DataFrame
+        One row per chunk: index, bounds, counts, ``iou``, ``dice``.
+    slices : pandas.DataFrame
+        One row per z-slice: ``z``, counts, ``iou``, ``dice``.
+    """
+
+    summary: dict[str, Any]
+    chunks: pd.DataFrame
+    slices: pd.DataFrame
+
+
+def _block_counts(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    counts = metrics.confusion_counts(prediction, truth)
+    return np.array([[[[counts[k] for k in _KEYS]]]], dtype=np.int64)
+
+
+def chunk_counts(prediction: da.Array, truth: da.Array) -> np.ndarray:
+    """Confusion counts of every chunk: int64 array ``(nz, ny, nx, 4)`` (tp, fp, fn, tn)."""
+    per_block = da.map_blocks(
+        _block_counts,
+        prediction,
+        truth,
+        dtype=np.int64,
+        chunks=tuple((1,) * len(c) for c in prediction.chunks) + ((4,),),
+        new_axis=3,
+    )
+    return per_block.compute()
+
+
+def slice_counts(prediction: da.Array, truth: da.Array) -> pd.DataFrame:
+    """Confusion counts per z-slice (reductions over y and x, chunk by chunk)."""
+    tp = da.count_nonzero(prediction & truth, axis=(1, 2))
+    n_pred = da.count_nonzero(prediction, axis=(1, 2))
+    n_true = da.count_nonzero(truth, axis=(1, 2))
+    tp, n_pred, n_true = (np.asarray(a, dtype=np.int64) for a in da.compute(tp, n_pred, n_true))
+    plane = prediction.shape[1] * prediction.shape[2]
+    table = pd.DataFrame(
+        {"z": np.arange(prediction.shape[0]), "tp": tp, "fp": n_pred - tp, "fn": n_true - tp}
+    )
+    table["tn"] = plane - table["tp"] - table["fp"] - table["fn"]
+    return metrics.scores_table(table)
+
+
+def _as_dask(volume: vio.Scan, chunks) -> da.Array:
+    array = volume.array
+    if isinstance(array, da.Array):
+        return array.rechunk(chunks)
+    return da.from_array(array, chunks=chunks)
+
+
+def evaluate(
+    mask: Any,
+    truth: Any,
+    ni_label: float | None = None,
+    *,
+    baseline: str = "multiotsu",
+    scan: Any = None,
+    csv: str | os.PathLike | None = None,
+    write: bool = True,
+) -> Evaluation:
+    """Score a mask against ground truth, chunk by chunk, and against a threshold baseline.
+
+    Parameters
+    ----------
+    mask : path or array
+        A volseg output group (``scan_ni.zarr``; its ``mask`` is used and its
+        ``stats/`` receive the counts) or any binary 3D volume (nonzero = Ni).
+    truth : path or array
+        Binary mask or label volume of the same shape.
+    ni_label : number, optional
+        Value of Ni in ``truth``; default: recorded in its attrs, else 1.
+    baseline : {"multiotsu", "otsu", "none"}
+        Global threshold on the scan to compare with (needs the scan: ``scan=`` or
+        the input recorded in the output group).
+    scan : path or array, optional
+        The grey-value scan, for the baseline.
+    csv : path, optional
+        Write the per-chunk table here, and the per-slice table to ``<csv stem>_slices.csv``.
+    write : bool
+        Store the counts in the output group's ``stats/`` (volseg outputs only).
+
+    Returns
+    -------
+    Evaluation
+
+    Examples
+    --------
+    >>> truth = np.zeros((2, 8, 8), np.uint8); truth[:, :4] = 1
+    >>> mask = np.zeros_like(truth); mask[:, :3] = 1
+    >>> round(evaluate(mask, truth, baseline="none").summary["ni_iou"], 3)
+    0.75
+    """
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline={baseline!r} is not known; use one of {', '.join(BASELINES)}.")
+    output = None
+    if isinstance(mask, (str, os.PathLike)) and _is_output(mask):
+        output = vio.open_output(mask, mode="r+" if write else "r")
+        mask_volume = vio.open_scan(output.mask, role="mask")
+        if scan is None:
+            scan = output.attrs.get("input")
+    else:
+        mask_volume = vio.open_scan(mask, role="mask", allow_bool=True)
+    truth_volume = vio.open_scan(truth, role="truth", allow_bool=True)
+    if truth_volume.shape != mask_volume.shape:
+        raise ValueError(
+            f"truth {truth_volume.source!r} has shape {truth_volume.shape} but mask "
+            f"{mask_volume.source!r} has shape {mask_volume.shape}; give the labels of this scan."
+        )
+    if ni_label is None:
+        ni_label = vio.recorded_label(truth_volume, "ni")
+        ni_label = 1 if ni_label is None else ni_label
+
+    chunks = output.chunks if output is not None else mask_volume.chunks
+    prediction = _as_dask(mask_volume, chunks) != 0
+    actual = _as_dask(truth_volume, chunks) == ni_label
+    per_chunk = chunk_counts(prediction, actual)
+    slices = slice_counts(prediction, actual)
+
+    rows = []
+    for index in np.ndindex(per_chunk.shape[:3]):
+        region = [(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, chunks, mask_volume.shape)]
+        row = {"chunk_z": index[0], "chunk_y": index[1], "chunk_x": index[2]}
+        for axis, (lo, hi) in zip("zyx", region):
+            row[f"{axis}0"], row[f"{axis}1"] = lo, hi
+        row.update(dict(zip(_KEYS, per_chunk[index].tolist())))
+        rows.append(row)
+    table = metrics.scores_table(pd.DataFrame(rows))
+    sums = {k: int(per_chunk[..., i].sum()) for i, k in enumerate(_KEYS)}
+    summary: dict[str, Any] = {**sums, **metrics.pooled_scores(**sums), "ni_label": ni_label}
+
+    if baseline != "none":
+        if scan is None:
+            raise ValueError(
+                f"baseline={baseline!r} needs the scan: pass scan= (--scan), or baseline='none'."
+            )
+        scan_volume = vio.open_scan(scan, role="scan")
+        if scan_volume.shape != mask_volume.shape:
+            raise ValueError(
+                f"scan {scan_volume.source!r} has shape {scan_volume.shape} but the mask has "
+                f"shape {mask_volume.shape}."
+            )
+        summary["baseline"] = {
+            "method": baseline,
+            **metrics.threshold_baseline(
+                scan_volume.array, truth_volume.array, ni_label=ni_label, method=baseline
+            ),
+        }
+
+    if output is not None and write:
+        output.write_counts(per_chunk, _KEYS)
+        output.update_attrs(
+            evaluation={"truth": truth_volume.source, **_jsonable(summary)},
+        )
+    if csv is not None:
+        csv = Path(csv)
+        table.to_csv(csv, index=False)
+        slices.to_csv(csv.with_name(csv.stem + "_slices.csv"), index=False)
+    return Evaluation(summary=summary, chunks=table, slices=slices)
+
+
+def _is_output(path: Any) -> bool:
+    try:
+        vio.open_output(path)
+        return True
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
