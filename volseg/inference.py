@@ -147,6 +147,19 @@ def _block_grid(shape, chunks) -> Iterator[tuple[tuple[int, int, int], tuple[sli
                 yield index, region
 
 
+def tiles_per_batch(batch_size: int, tile: int) -> int:
+    """Tiles per forward pass: ``batch_size`` counts 128x128 tiles; larger tiles are
+    batched to the same number of pixels, so memory per batch does not grow with the tile
+    and big tiles do not thrash the CPU caches.
+
+    Examples
+    --------
+    >>> tiles_per_batch(16, 128), tiles_per_batch(16, 256), tiles_per_batch(16, 544)
+    (16, 4, 1)
+    """
+    return max(1, (batch_size * 128 * 128) // (tile * tile))
+
+
 def _predictor(settings: _Settings) -> vmodel.TilePredictor:
     if settings.loaded is not None:
         return vmodel.TilePredictor(settings.loaded)
@@ -187,7 +200,7 @@ def _segment_block(
             (xs.start, xs.stop),
             _predictor(settings),
             blend=settings.blend,
-            batch_size=settings.batch_size,
+            batch_size=tiles_per_batch(settings.batch_size, settings.grid.tile),
         )
     except torch.OutOfMemoryError as exc:
         raise MemoryError(
@@ -496,7 +509,8 @@ def segment(
     pad : {"reflect", "constant"}
         What tiles see beyond the volume border: mirrored data (default) or zeros.
     batch_size : int
-        Tiles per forward pass.
+        Tiles per forward pass at tile 128; larger tiles are batched to the same
+        number of pixels (see :func:`tiles_per_batch`).
     threshold : float
         Ni where the blended probability exceeds it.
     save_prob : bool or {"uint8", "float16", "float32"}

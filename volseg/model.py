@@ -366,7 +366,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     except RuntimeError as exc:
         raise _not_ours(path, f"its weights do not fit its config: {exc}") from exc
     torch_device = resolve_device(device)
-    network.to(torch_device).eval()
+    # channels_last: oneDNN (CPU) and cuDNN tensor cores run the convolutions faster in NHWC.
+    network.to(torch_device, memory_format=torch.channels_last).eval()
     return LoadedModel(
         network=network,
         config=config,
@@ -468,8 +469,8 @@ def normalise(raw: np.ndarray, normalisation: dict[str, Any]) -> np.ndarray:
 class TilePredictor:
     """Callable mapping a float32 numpy batch ``(B, T, T)`` to Ni probabilities.
 
-    Runs under :func:`torch.inference_mode`; on CUDA with half-precision
-    autocast and pinned host memory.
+    Runs under :func:`torch.inference_mode` in channels-last memory format; on CUDA
+    with half-precision autocast and pinned host memory.
     """
 
     def __init__(self, loaded: LoadedModel, half: bool | None = None):
@@ -479,6 +480,7 @@ class TilePredictor:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         tensor = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))[:, None]
+        tensor = tensor.contiguous(memory_format=torch.channels_last)
         if self.device.type == "cuda":
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
         with torch.inference_mode():
