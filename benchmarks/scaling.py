@@ -112,8 +112,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="trivial tasks for the per-task overhead measurement (500)",
     )  # fmt: skip
     parser.add_argument(
-        "--repeats", type=int, default=2,
-        help="timed runs per configuration; the median is reported (2)",
+        "--repeats", type=int, default=3,
+        help="timed runs per configuration; the median is reported (3)",
     )  # fmt: skip
     parser.add_argument(
         "--workdir", type=Path, default=None,

@@ -225,3 +225,30 @@ def test_cli_evaluate_report_convert(segmented, scan_zarr, tmp_path, capsys):
         == 0
     )
     assert "levels 0, 1" in capsys.readouterr().out
+
+
+def test_cli_measure_writes_json(segmented, tmp_path, capsys):
+    import json
+
+    from volseg.cli import main
+
+    assert (
+        main(
+            [
+                "measure",
+                str(segmented),
+                "--voxel-size",
+                "0.5",
+                "0.5",
+                "0.5",
+                "--json",
+                str(tmp_path / "m.json"),
+            ]
+        )
+        == 0
+    )
+    values = json.loads((tmp_path / "m.json").read_text())
+    mask = zarr.open(str(segmented / "mask"), mode="r")[...]
+    assert values["volume_fraction"] == pytest.approx(mask.mean())
+    assert set(values["percolates"]) == {"z", "y", "x"}
+    assert "specific_surface_area" in capsys.readouterr().out

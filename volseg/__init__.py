@@ -9,6 +9,7 @@ from . import metrics, model, synth, tiling
 from ._version import __version__
 from .evaluation import Evaluation, evaluate
 from .inference import SegmentationResult, open_result, segment
+from .microstructure import measure
 from .training import TrainResult, train
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "TrainResult",
     "__version__",
     "evaluate",
+    "measure",
     "metrics",
     "model",
     "open_result",

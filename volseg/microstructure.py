@@ -453,10 +453,10 @@ def _connectivity_graph(phase: da.Array, connectivity: int) -> tuple[da.Array, d
         chunks=(1, 1, 1),
         dtype=object,
         meta=_OBJECT_META,
-        name="volseg-label-chunks",
+        token="volseg-label-chunks",
     )
     summaries = labelled.map_blocks(
-        _summary_chunk, dtype=object, meta=_OBJECT_META, name="volseg-chunk-summary"
+        _summary_chunk, dtype=object, meta=_OBJECT_META, token="volseg-chunk-summary"
     )
     grid = labelled.numblocks
     links = {}
@@ -473,7 +473,7 @@ def _connectivity_graph(phase: da.Array, connectivity: int) -> tuple[da.Array, d
             connectivity,
             dtype=object,
             meta=_OBJECT_META,
-            name=f"volseg-link-{'_'.join(map(str, offset))}",
+            token=f"volseg-link-{'_'.join(map(str, offset))}",
         )
     return summaries, links
 
@@ -549,10 +549,14 @@ def _share(part: int, whole: int) -> float | None:
 def _halo_depth(
     voxel_size: tuple[float, ...], max_radius: int, shape: tuple[int, ...]
 ) -> dict[int, int]:
-    """Halo per axis so that the box around a voxel holds the ball of the truncation radius."""
+    """Halo per axis so that the box around a voxel holds the ball of the truncation radius.
+
+    A voxel ``k`` steps away along an axis is at least ``k * side`` away, so
+    ``floor(radius / side)`` steps are enough; more than the volume is never needed.
+    """
     radius = max_radius * min(voxel_size)
     return {
-        axis: min(math.ceil(radius / side - 1e-9), size)
+        axis: min(math.floor(radius / side + 1e-9), size)
         for axis, (side, size) in enumerate(zip(voxel_size, shape))
     }
 
@@ -573,8 +577,8 @@ def _thickness_block_stats(
 
 def _thickness_task(
     phase: da.Array, voxel_size: tuple[float, ...], max_radius: int
-) -> tuple[da.Array, float, int, float]:
-    """Summed per-block thickness statistics (a dask array) and the histogram layout."""
+) -> tuple[da.Array, float, float]:
+    """Summed per-block thickness statistics (a dask array), bin width and truncation."""
     bin_width = thickness_bin_width(voxel_size)
     limit = 2 * max_radius * min(voxel_size)
     n_bins = int(round(limit / bin_width)) + 1
@@ -598,7 +602,7 @@ def _thickness_task(
         chunks=(1, 1, 1, n_stats),
         dtype=np.float64,
     )
-    return stats.sum(axis=(0, 1, 2)), bin_width, n_bins, limit
+    return stats.sum(axis=(0, 1, 2)), bin_width, limit
 
 
 def _thickness(stats: np.ndarray, bin_width: float, limit: float) -> dict[str, Any]:
@@ -734,7 +738,7 @@ def measure(
     log.debug("measuring %s in chunks %s", shape, phase.chunksize)
 
     summaries, links = _connectivity_graph(phase, connectivity)
-    thickness_sum, bin_width, _, limit = _thickness_task(phase, voxel_size, max_radius)
+    thickness_sum, bin_width, limit = _thickness_task(phase, voxel_size, max_radius)
     summaries, link_blocks, thickness_stats = dask.compute(
         summaries, list(links.values()), thickness_sum
     )
@@ -758,7 +762,7 @@ def measure(
         "voxel_size": list(voxel_size),
         "label": label.item() if isinstance(label, np.generic) else label,
         "chunks": [int(c) for c in phase.chunksize],
-        "connectivity": connectivity,
+        "connectivity": int(connectivity),
         "max_radius": int(max_radius),
         "phase_voxels": int(n_phase),
         "total_voxels": n_total,
