@@ -24,15 +24,24 @@ What is measured, in one run, on one synthetic scan and one checkpoint:
    time of one ``segment`` task (``result.stats["seconds"]`` of the 2-worker runs).
 3. that every run gave the same mask (``masks_identical``).
 
-Each worker's torch intra-op thread count is read inside the worker and reported
-(``torch_threads``): ``volseg.cluster.local`` means CPU workers to share the cores
-(``cores // n_workers`` torch threads each). This script imports volseg at module
-level, as a user's script does; dask starts worker processes with ``spawn``, which
-re-imports this module in every worker. When the single worker does not get the
-threads it was meant to, one more configuration, ``cluster_1_worker_spawn_env``,
-starts it with the thread count already in its environment at spawn, so that
-``speedup_2_vs_1_workers_same_cores`` compares 1 x ``cores`` with ``cores`` x 1
-threads.
+Two more configurations show what the worker processes' environment costs.
+dask.distributed's nanny starts every worker with its ``pre-spawn-environ``
+(``OMP_NUM_THREADS=1``, ``MALLOC_TRIM_THRESHOLD_=65536``, ...); a cluster's ``env``
+is applied only once the worker runs.
+
+* Each worker's torch intra-op thread count is read inside the worker and reported
+  (``torch_threads``): ``volseg.cluster.local`` means CPU workers to share the
+  cores (``cores // n_workers`` torch threads each). This script imports volseg at
+  module level, as a user's script does; dask starts worker processes with
+  ``spawn``, which re-imports this module (and torch) in every worker before the
+  cluster's ``env`` is applied. When the single worker does not get the threads it
+  was meant to, ``cluster_1_worker_spawn_env`` starts it with the thread count
+  already in its environment at spawn, and ``speedup_2_vs_1_workers_same_cores``
+  compares 1 x ``cores`` with ``cores`` x 1 torch threads.
+* ``cluster_2_workers_no_malloc_trim`` starts the two workers without
+  ``MALLOC_TRIM_THRESHOLD_`` (glibc's default heap behaviour, as in the calling
+  process); ``speedup_2_workers_no_malloc_trim`` is its gain over
+  ``cluster_2_workers``.
 
 The checkpoint has random weights (seeded; its output bias is centred on
 synthetic data so the mask holds both classes) and the grains are finer than
@@ -87,6 +96,7 @@ GRAIN_SIGMA = 6.0
 # Grey values of the synthetic phases lie well inside this range (pore 22.7k, Ni 40.9k).
 NORMALISATION = {"method": "fixed", "low": 15000.0, "high": 50000.0}
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+MALLOC_TRIM = "MALLOC_TRIM_THRESHOLD_"
 OVERHEAD_ROUNDS = 3
 
 
@@ -172,7 +182,7 @@ def warm_up_worker(model_path: str, sha256: str) -> dict[str, Any]:
     return {
         "pid": os.getpid(),
         "torch_threads": torch.get_num_threads(),
-        **{name: os.environ.get(name) for name in THREAD_VARIABLES},
+        **{name: os.environ.get(name) for name in (*THREAD_VARIABLES, MALLOC_TRIM)},
     }
 
 
@@ -196,20 +206,25 @@ def seconds_per_task(compute: Callable[[list], list], n_tasks: int) -> float:
 
 
 @contextlib.contextmanager
-def spawn_environment(threads: int):
-    """Give worker processes ``threads`` torch/BLAS threads from the moment they start.
+def spawn_environment(values: dict[str, str | None]):
+    """Start the worker processes of a cluster made inside with these variables (None: unset).
 
-    A nanny sets its ``pre-spawn-environ`` (``OMP_NUM_THREADS=1`` by default, an
-    existing environment variable taking precedence over the configuration) in
-    its own process just before it spawns the worker, and a cluster's ``env``
-    only once the worker runs, after the spawned interpreter has re-imported the
-    main module (and with it torch). So the variables are set here, in this
-    process, while the cluster starts, and restored afterwards.
+    A nanny reads its ``pre-spawn-environ`` (an existing environment variable
+    taking precedence over the configuration) when it is created, sets it in its
+    own process and spawns the worker, which inherits that environment. So the
+    variables are set (or removed) here, in this process, while the cluster
+    starts, and restored afterwards.
     """
-    previous = {name: os.environ.get(name) for name in THREAD_VARIABLES}
-    os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
+    previous = {name: os.environ.get(name) for name in values}
+    config = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in values.items()}
     try:
-        yield
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        with dask.config.set(config):
+            yield
     finally:
         for name, value in previous.items():
             if value is None:
@@ -246,6 +261,9 @@ class Configuration:
             self.figures["torch_threads"] = sorted(w["torch_threads"] for w in workers.values())
             self.figures["omp_num_threads"] = sorted(
                 str(w["OMP_NUM_THREADS"]) for w in workers.values()
+            )
+            self.figures["malloc_trim_threshold"] = sorted(
+                str(w[MALLOC_TRIM]) for w in workers.values()
             )
         self.segment(scan, model, out, chunks)
         self.figures["warm_up_seconds"] = round(time.perf_counter() - started, 2)
@@ -361,23 +379,39 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             out = workdir / f"warm_up_{configuration.name}_ni.zarr"
             configuration.warm_up(model, sha256, warm_scan, out, warm_chunks)
         single = configurations[1]
+        variants = []
         if min(single.figures["torch_threads"]) < single.figures["intended_torch_threads"]:
             log.warning(
-                "the single worker runs torch with %s threads although OMP_NUM_THREADS=%s; "
-                "adding cluster_1_worker_spawn_env with the threads set before spawn",
+                "the single worker runs torch with %s threads although OMP_NUM_THREADS=%s",
                 single.figures["torch_threads"],
                 single.figures["omp_num_threads"],
             )
-            with spawn_environment(cores):
-                extra = Configuration(
+            variants.append(
+                (
                     "cluster_1_worker_spawn_env",
                     "volseg.cluster.local(n_workers=1, gpus=0), thread variables set before spawn",
-                    local_cluster(1),
+                    1,
+                    {name: str(cores) for name in THREAD_VARIABLES},
                 )
-            extra.figures["dask_threads"] = sorted(extra.client.nthreads().values())
-            extra.figures["intended_torch_threads"] = cores
-            configurations.append(extra)
-            extra.warm_up(model, sha256, warm_scan, workdir / "warm_up_extra_ni.zarr", warm_chunks)
+            )
+        variants.append(
+            (
+                "cluster_2_workers_no_malloc_trim",
+                "volseg.cluster.local(n_workers=2, gpus=0), workers without MALLOC_TRIM_THRESHOLD_",
+                2,
+                {MALLOC_TRIM: None},
+            )
+        )
+        for name, description, n_workers, environment in variants:
+            with spawn_environment(environment):
+                variant = Configuration(name, description, local_cluster(n_workers))
+            configurations.append(variant)
+            variant.figures["dask_threads"] = sorted(variant.client.nthreads().values())
+            variant.figures["intended_torch_threads"] = max(1, cores // n_workers)
+            log.info("warming up %s", name)
+            variant.warm_up(
+                model, sha256, warm_scan, workdir / f"warm_up_{name}_ni.zarr", warm_chunks
+            )
 
         reference = None
         masks_identical = True
@@ -451,6 +485,9 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         figures["speedup_2_vs_1_workers_same_cores"] = round(
             rate["cluster_2_workers"] / rate["cluster_1_worker_spawn_env"], 3
         )
+    no_trim = rate["cluster_2_workers_no_malloc_trim"]
+    figures["speedup_2_workers_no_malloc_trim"] = round(no_trim / rate["cluster_2_workers"], 3)
+    figures["speedup_2_workers_no_malloc_trim_vs_threads"] = round(no_trim / rate["threads"], 3)
     figures.update(
         {
             "segment_tasks": first["chunks_computed"],
