@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -248,3 +249,25 @@ def test_cli_segment_on_a_local_cluster(scan_zarr, checkpoint, tmp_path, capsys)
         str(scan_zarr / "image"), model=checkpoint, out=tmp_path / "l.zarr", device="cpu", **RUN
     )
     np.testing.assert_array_equal(zarr.open(str(out / "mask"), mode="r")[...], local.mask[...])
+
+
+def test_repeated_runs_on_one_client_each_compute_their_chunks(
+    client, scan_zarr, checkpoint, tmp_path
+):
+    """Same model, same chunks, twice on one cluster: the second run must not be mistaken
+    for the first (task keys are unique per run) and must write its own output."""
+    results = [
+        volseg.segment(
+            str(scan_zarr / "image"),
+            model=checkpoint,
+            out=tmp_path / f"r{i}.zarr",
+            chunks=(5, 45, 55),
+            client=client,
+            **RUN,
+        )
+        for i in range(2)
+    ]
+    for result in results:
+        assert result.summary["chunks_computed"] == 4
+        assert _done(tmp_path / Path(result.path).name).all()
+    np.testing.assert_array_equal(results[0].mask[...], results[1].mask[...])

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -633,6 +634,7 @@ def segment(
     )
     done = output.read_stats()["done"] if reused else None
     tasks = []
+    run_token = uuid.uuid4().hex[:12]
     computed_voxels = 0
     for index, region in _block_grid(volume.shape, chunks):
         if done is not None and done[index]:
@@ -650,7 +652,9 @@ def segment(
                 truth_source,
                 settings,
                 output,
-                dask_key_name=f"volseg-block-{sha256[:8]}-{'-'.join(map(str, index))}",
+                # Unique per run: a cluster must never mistake this block for a block of
+                # an earlier run (same model, same index) that it still remembers.
+                dask_key_name=f"volseg-block-{run_token}-{'-'.join(map(str, index))}",
             )
         )
     log.info(
