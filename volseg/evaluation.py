@@ -140,15 +140,7 @@ def evaluate(
             scan = output.attrs.get("input")
     else:
         mask_volume = vio.open_scan(mask, role="mask", allow_bool=True)
-    truth_volume = vio.open_scan(truth, role="truth", allow_bool=True)
-    if truth_volume.shape != mask_volume.shape:
-        raise ValueError(
-            f"truth {truth_volume.source!r} has shape {truth_volume.shape} but mask "
-            f"{mask_volume.source!r} has shape {mask_volume.shape}; give the labels of this scan."
-        )
-    if ni_label is None:
-        ni_label = vio.recorded_label(truth_volume, "ni")
-        ni_label = 1 if ni_label is None else ni_label
+    truth_volume, ni_label = vio.open_truth(truth, mask_volume, ni_label, what="mask")
 
     chunks = output.chunks if output is not None else mask_volume.chunks
     prediction = _as_dask(mask_volume, chunks) != 0

@@ -559,15 +559,8 @@ def segment(
     volume = vio.open_scan(scan, role="scan")
     truth_volume = None
     if truth is not None:
-        truth_volume = vio.open_scan(truth, role="truth", allow_bool=True)
-        if truth_volume.shape != volume.shape:
-            raise ValueError(
-                f"truth {truth_volume.source!r} has shape {truth_volume.shape} but scan "
-                f"{volume.source!r} has shape {volume.shape}; give the labels of this scan."
-            )
-        if ni_label is None:
-            ni_label = vio.recorded_label(truth_volume, "ni")
-    if ni_label is None:
+        truth_volume, ni_label = vio.open_truth(truth, volume, ni_label)
+    elif ni_label is None:
         ni_label = 1
     model_path, sha256, config, loaded = _resolve_model(model, str(torch_device))
     if client is not None:

@@ -254,6 +254,25 @@ def recorded_label(scan: Scan, phase: str = "ni") -> float | None:
     return None
 
 
+def open_truth(
+    truth: Any, reference: Scan, ni_label: float | None = None, what: str = "scan"
+) -> tuple[Scan, float]:
+    """Open a truth volume, check it matches ``reference`` and resolve the Ni value.
+
+    Returns the truth and ``ni_label``: as given, else the value recorded in the
+    truth's attrs (see :func:`recorded_label`), else 1.
+    """
+    truth_volume = open_scan(truth, role="truth", allow_bool=True)
+    if truth_volume.shape != reference.shape:
+        raise ValueError(
+            f"truth {truth_volume.source!r} has shape {truth_volume.shape} but {what} "
+            f"{reference.source!r} has shape {reference.shape}; give the labels of this {what}."
+        )
+    if ni_label is None:
+        ni_label = recorded_label(truth_volume, "ni")
+    return truth_volume, 1 if ni_label is None else ni_label
+
+
 def read_region(array: Any, region: tuple[slice, ...]) -> np.ndarray:
     """Read ``array[region]`` as numpy (zarr and numpy; dask goes through the graph)."""
     return np.asarray(array[region])
