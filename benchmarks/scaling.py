@@ -13,10 +13,11 @@ What is measured, in one run, on one synthetic scan and one checkpoint:
    tile 128, overlap 0.25, and a fresh output for every run. Each configuration
    is started (``startup_seconds``) and warmed up (the model loaded and run once
    in every worker process, then one small ``segment``; ``warm_up_seconds``)
-   before it is timed, so the timed runs measure segmentation, not start-up.
-   The timed runs are interleaved (``--repeats`` rounds over all configurations)
-   so that a change in the machine's load hits every configuration alike; the
-   median is reported. ``speedup_2_vs_1_workers`` is the ratio of the medians.
+   before it is timed ``--repeats`` times, so the timed runs measure
+   segmentation, not start-up; the median is reported, every run's seconds
+   beside it. ``speedup_2_vs_1_workers`` is the ratio of the medians. Only one
+   cluster exists at a time: with a second, idle ``LocalCluster`` in the same
+   process, runs on the first were slower, and one hung.
 2. the per-task overhead of the distributed scheduler: ``--tasks`` trivial tasks
    (``dask.delayed(..., pure=False)``) through the 2-worker client and through
    the local threaded scheduler; ``distributed_overhead_ms_per_task`` is the
@@ -242,6 +243,7 @@ class Configuration:
         self.client = None
         self.figures: dict[str, Any] = {"scheduler": description}
         self.runs: list[dict[str, float]] = []
+        self.last_summary: dict[str, Any] = {}
         started = time.perf_counter()
         if start is not None:
             self.client = start()
@@ -313,6 +315,10 @@ class Configuration:
             "mean_task_seconds": round(median("mean_task_seconds"), 3),
         }
 
+    def client_compute(self, tasks: list) -> list:
+        """Compute dask tasks on this configuration's client, as ``segment`` submits them."""
+        return self.client.gather(self.client.compute(tasks))
+
     def close(self) -> None:
         if self.client is not None:
             local_cluster = self.client.cluster
@@ -339,103 +345,111 @@ def write_scans(workdir: Path, args: argparse.Namespace) -> tuple[Path, Path, tu
     return scan / "image", warm / "image", (warm_shape[0], TILE, TILE)
 
 
-def start_configurations(cores: int) -> list[Configuration]:
-    """The three configurations, started; the threads one records what segment uses."""
-    from volseg.inference import _local_threads
-
-    threads = Configuration("threads", "local threaded scheduler (client=None)", None)
-    dask_threads, torch_threads = _local_threads(torch.device("cpu"))
-    threads.figures.update(
-        {"workers": 1, "dask_threads": [dask_threads], "torch_threads": [torch_threads]}
+def measure(
+    configuration: Configuration,
+    inputs: dict[str, Any],
+    repeats: int,
+    workdir: Path,
+) -> list[np.ndarray]:
+    """Warm a started configuration up, time ``repeats`` runs; returns their masks."""
+    log.info("warming up %s", configuration.name)
+    configuration.warm_up(
+        inputs["model"],
+        inputs["sha256"],
+        inputs["warm_scan"],
+        workdir / f"warm_up_{configuration.name}_ni.zarr",
+        inputs["warm_chunks"],
     )
-    threads.figures["intended_torch_threads"] = torch_threads
-    configurations = [threads]
-    for n_workers in (1, 2):
-        name = f"cluster_{n_workers}_worker" + ("s" if n_workers > 1 else "")
-        description = f"volseg.cluster.local(n_workers={n_workers}, gpus=0)"
-        configurations.append(Configuration(name, description, local_cluster(n_workers)))
-    for configuration in configurations[1:]:
-        nthreads = configuration.client.nthreads()
-        n_workers = len(nthreads)
-        configuration.figures["dask_threads"] = sorted(nthreads.values())
-        configuration.figures["intended_torch_threads"] = max(1, cores // n_workers)
-    return configurations
+    masks = []
+    for index in range(repeats):
+        out = workdir / f"{configuration.name}_{index}_ni.zarr"
+        result = configuration.timed_run(inputs["scan"], inputs["model"], out, inputs["chunks"])
+        masks.append(np.asarray(result.mask[...]))
+        configuration.last_summary = result.summary
+    return masks
 
 
 def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Write the inputs, time every configuration, return the JSON figures."""
     cores = usable_cores()
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
-    chunks = tuple(args.chunks)
     scan, warm_scan, warm_chunks = write_scans(workdir, args)
     model = write_model(workdir / "model.pt")
-    sha256 = vmodel.file_sha256(model)
+    inputs = {
+        "scan": scan,
+        "warm_scan": warm_scan,
+        "warm_chunks": warm_chunks,
+        "chunks": tuple(args.chunks),
+        "model": model,
+        "sha256": vmodel.file_sha256(model),
+    }
+    log.info("timing %d trivial tasks on the threaded scheduler", args.tasks)
+    threads_per_task = seconds_per_task(
+        lambda tasks: dask.compute(*tasks, scheduler="threads", num_workers=cores), args.tasks
+    )
 
-    configurations: list[Configuration] = []
-    try:
-        configurations += start_configurations(cores)
-        for configuration in configurations:
-            log.info("warming up %s", configuration.name)
-            out = workdir / f"warm_up_{configuration.name}_ni.zarr"
-            configuration.warm_up(model, sha256, warm_scan, out, warm_chunks)
-        single = configurations[1]
-        variants = []
-        if min(single.figures["torch_threads"]) < single.figures["intended_torch_threads"]:
-            log.warning(
-                "the single worker runs torch with %s threads although OMP_NUM_THREADS=%s",
-                single.figures["torch_threads"],
-                single.figures["omp_num_threads"],
-            )
-            variants.append(
-                (
-                    "cluster_1_worker_spawn_env",
-                    "volseg.cluster.local(n_workers=1, gpus=0), thread variables set before spawn",
-                    1,
-                    {name: str(cores) for name in THREAD_VARIABLES},
-                )
-            )
-        variants.append(
-            (
-                "cluster_2_workers_no_malloc_trim",
-                "volseg.cluster.local(n_workers=2, gpus=0), workers without MALLOC_TRIM_THRESHOLD_",
-                2,
-                {MALLOC_TRIM: None},
-            )
-        )
-        for name, description, n_workers, environment in variants:
-            with spawn_environment(environment):
-                variant = Configuration(name, description, local_cluster(n_workers))
-            configurations.append(variant)
-            variant.figures["dask_threads"] = sorted(variant.client.nthreads().values())
-            variant.figures["intended_torch_threads"] = max(1, cores // n_workers)
-            log.info("warming up %s", name)
-            variant.warm_up(
-                model, sha256, warm_scan, workdir / f"warm_up_{name}_ni.zarr", warm_chunks
-            )
+    # One cluster at a time: a second, idle LocalCluster in this process slows the
+    # first one's runs down and can make a run hang (seen with distributed 2026.8).
+    from volseg.inference import _local_threads
 
-        reference = None
-        masks_identical = True
-        for round_index in range(args.repeats):
-            for configuration in configurations:
-                out = workdir / f"{configuration.name}_{round_index}_ni.zarr"
-                result = configuration.timed_run(scan, model, out, chunks)
-                mask = np.asarray(result.mask[...])
-                if reference is None:
-                    reference, first = mask, result.summary
-                else:
-                    masks_identical = masks_identical and bool(np.array_equal(mask, reference))
+    threads = Configuration("threads", "local threaded scheduler (client=None)", None)
+    dask_threads, torch_threads = _local_threads(torch.device("cpu"))
+    threads.figures.update(
+        {
+            "workers": 1,
+            "dask_threads": [dask_threads],
+            "torch_threads": [torch_threads],
+            "intended_torch_threads": torch_threads,
+        }
+    )
+    configurations = [threads]
+    masks = measure(threads, inputs, args.repeats, workdir)
+    reference = masks[0]
+    first = threads.last_summary
+    masks_identical = all(np.array_equal(mask, reference) for mask in masks)
 
-        log.info("timing %d trivial tasks per scheduler", args.tasks)
-        two_workers = configurations[2].client
-        threads_per_task = seconds_per_task(
-            lambda tasks: dask.compute(*tasks, scheduler="threads", num_workers=cores), args.tasks
-        )
-        distributed_per_task = seconds_per_task(
-            lambda tasks: two_workers.gather(two_workers.compute(tasks)), args.tasks
-        )
-    finally:
-        for configuration in configurations:
+    plan = [
+        ("cluster_1_worker", "", 1, {}),
+        ("cluster_2_workers", "", 2, {}),
+        (
+            "cluster_2_workers_no_malloc_trim",
+            ", workers without MALLOC_TRIM_THRESHOLD_",
+            2,
+            {MALLOC_TRIM: None},
+        ),
+    ]
+    distributed_per_task = None
+    while plan:
+        name, note, n_workers, environment = plan.pop(0)
+        description = f"volseg.cluster.local(n_workers={n_workers}, gpus=0){note}"
+        with spawn_environment(environment):
+            configuration = Configuration(name, description, local_cluster(n_workers))
+        configurations.append(configuration)
+        try:
+            configuration.figures["dask_threads"] = sorted(configuration.client.nthreads().values())
+            configuration.figures["intended_torch_threads"] = max(1, cores // n_workers)
+            masks = measure(configuration, inputs, args.repeats, workdir)
+            masks_identical = masks_identical and all(
+                np.array_equal(mask, reference) for mask in masks
+            )
+            if name == "cluster_2_workers":
+                log.info("timing %d trivial tasks on %s", args.tasks, name)
+                distributed_per_task = seconds_per_task(configuration.client_compute, args.tasks)
+        finally:
             configuration.close()
+        measured = configuration.figures
+        if name == "cluster_1_worker" and (
+            min(measured["torch_threads"]) < measured["intended_torch_threads"]
+        ):
+            log.warning(
+                "the single worker ran torch with %s threads although OMP_NUM_THREADS=%s; "
+                "adding cluster_1_worker_spawn_env",
+                measured["torch_threads"],
+                measured["omp_num_threads"],
+            )
+            thread_environment = {variable: str(cores) for variable in THREAD_VARIABLES}
+            note = ", thread variables set before spawn"
+            plan.insert(0, ("cluster_1_worker_spawn_env", note, 1, thread_environment))
 
     by_name = {configuration.name: configuration.summary() for configuration in configurations}
     rate = {name: figures["voxels_per_second"] for name, figures in by_name.items()}
@@ -447,7 +461,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "shape": list(args.shape),
             "voxels": math.prod(args.shape),
             "scan_chunks": list(args.scan_chunks),
-            "chunks": list(chunks),
+            "chunks": list(args.chunks),
             "encoder": "resnet18",
             "encoder_depth": 3,
             "decoder_channels": [32, 16, 8],
