@@ -25,24 +25,12 @@ What is measured, in one run, on one synthetic scan and one checkpoint:
    time of one ``segment`` task (``result.stats["seconds"]`` of the 2-worker runs).
 3. that every run gave the same mask (``masks_identical``).
 
-Two more configurations show what the worker processes' environment costs.
-dask.distributed's nanny starts every worker with its ``pre-spawn-environ``
-(``OMP_NUM_THREADS=1``, ``MALLOC_TRIM_THRESHOLD_=65536``, ...); a cluster's ``env``
-is applied only once the worker runs.
-
-* Each worker's torch intra-op thread count is read inside the worker and reported
-  (``torch_threads``): ``volseg.cluster.local`` means CPU workers to share the
-  cores (``cores // n_workers`` torch threads each). This script imports volseg at
-  module level, as a user's script does; dask starts worker processes with
-  ``spawn``, which re-imports this module (and torch) in every worker before the
-  cluster's ``env`` is applied. When the single worker does not get the threads it
-  was meant to, ``cluster_1_worker_spawn_env`` starts it with the thread count
-  already in its environment at spawn, and ``speedup_2_vs_1_workers_same_cores``
-  compares 1 x ``cores`` with ``cores`` x 1 torch threads.
-* ``cluster_2_workers_no_malloc_trim`` starts the two workers without
-  ``MALLOC_TRIM_THRESHOLD_`` (glibc's default heap behaviour, as in the calling
-  process); ``speedup_2_workers_no_malloc_trim`` is its gain over
-  ``cluster_2_workers``.
+Each worker's torch intra-op thread count and ``MALLOC_TRIM_THRESHOLD_`` are read
+inside the worker and reported (``torch_threads``, ``malloc_trim_threshold``), so the
+figures show that ``volseg.cluster.local`` gave the workers the environment it means to
+(``cores // n_workers`` torch threads each, glibc trimming only above 128 MiB). Should a
+worker ever run with fewer torch threads than intended, ``cluster_1_worker_spawn_env``
+repeats the one-worker run with the thread count set in the environment at spawn.
 
 The checkpoint has random weights (seeded; its output bias is centred on
 synthetic data so the mask holds both classes) and the grains are finer than
@@ -53,7 +41,7 @@ work per voxel. Run from the repository root::
     python benchmarks/scaling.py --shape 16 256 256 --chunks 8 128 128 --repeats 1 --keep
 
 Prints one JSON object on stdout; progress goes to stderr. The default run
-(16x512x512 voxels in 8 blocks of 8x256x256) takes about four minutes on a
+(16x512x512 voxels in 8 blocks of 8x256x256) takes about three minutes on a
 2-core CPU.
 """
 
@@ -273,6 +261,7 @@ class Configuration:
     def segment(
         self, scan: Path, model: Path, out: Path, chunks: Sequence[int] | None
     ) -> volseg.SegmentationResult:
+        """One ``volseg.segment`` call with the benchmark's settings on this configuration."""
         return volseg.segment(
             str(scan),
             model=str(model),
@@ -289,6 +278,7 @@ class Configuration:
     def timed_run(
         self, scan: Path, model: Path, out: Path, chunks: Sequence[int]
     ) -> volseg.SegmentationResult:
+        """Segment the measured scan into ``out`` and record its wall time."""
         started = time.perf_counter()
         result = self.segment(scan, model, out, chunks)
         seconds = time.perf_counter() - started
@@ -305,6 +295,8 @@ class Configuration:
         return result
 
     def summary(self) -> dict[str, Any]:
+        """The configuration's figures: medians over the timed runs, every run's seconds."""
+
         def median(key: str) -> float:
             return statistics.median(run[key] for run in self.runs)
 
@@ -320,6 +312,7 @@ class Configuration:
         return self.client.gather(self.client.compute(tasks))
 
     def close(self) -> None:
+        """Close the client and its cluster (nothing to do for threads)."""
         if self.client is not None:
             local_cluster = self.client.cluster
             self.client.close()
@@ -411,12 +404,6 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     plan = [
         ("cluster_1_worker", "", 1, {}),
         ("cluster_2_workers", "", 2, {}),
-        (
-            "cluster_2_workers_no_malloc_trim",
-            ", workers without MALLOC_TRIM_THRESHOLD_",
-            2,
-            {MALLOC_TRIM: None},
-        ),
     ]
     distributed_per_task = None
     while plan:
@@ -499,9 +486,6 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         figures["speedup_2_vs_1_workers_same_cores"] = round(
             rate["cluster_2_workers"] / rate["cluster_1_worker_spawn_env"], 3
         )
-    no_trim = rate["cluster_2_workers_no_malloc_trim"]
-    figures["speedup_2_workers_no_malloc_trim"] = round(no_trim / rate["cluster_2_workers"], 3)
-    figures["speedup_2_workers_no_malloc_trim_vs_threads"] = round(no_trim / rate["threads"], 3)
     figures.update(
         {
             "segment_tasks": first["chunks_computed"],

@@ -3,8 +3,9 @@
 The only module that creates clusters. Three ways in:
 
 * :func:`local`: worker processes on this machine — one per visible GPU, each
-  pinned to its device with ``CUDA_VISIBLE_DEVICES`` and offering resource
-  ``GPU=1``; otherwise CPU workers with one torch thread each.
+  pinned to its device with ``CUDA_VISIBLE_DEVICES`` and offering ``GPU`` slots
+  (tasks ask for ``GPU=1``); otherwise CPU workers with one torch thread per dask
+  thread.
 * :func:`slurm`: workers submitted as SLURM jobs with dask-jobqueue.
 * :func:`connect`: an existing scheduler (for example one started inside an
   sbatch allocation, see ``examples/hpc/``).
@@ -15,10 +16,12 @@ decided here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
 
+import dask
 from distributed import WorkerPlugin
 
 __all__ = ["PinGPU", "connect", "gpu_count", "local", "slurm"]
@@ -42,10 +45,49 @@ def _usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+# dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in every worker. Any fixed value turns
+# off glibc's dynamic mmap threshold, so every tile-sized buffer is mmapped, zeroed and
+# unmapped again: segment tasks ran 1.7x slower. volseg's workers keep glibc's default.
+DASK_TRIM_CONFIG = "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_"
+
+
 def _thread_env(threads: int) -> dict[str, str]:
     """Environment that caps torch/BLAS threads in a worker process."""
     value = str(max(1, threads))
-    return {"OMP_NUM_THREADS": value, "MKL_NUM_THREADS": value, "OPENBLAS_NUM_THREADS": value}
+    return {
+        "OMP_NUM_THREADS": value,
+        "MKL_NUM_THREADS": value,
+        "OPENBLAS_NUM_THREADS": value,
+        "MALLOC_TRIM_THRESHOLD_": None,  # None: not set at all (see DASK_TRIM_CONFIG)
+    }
+
+
+@contextlib.contextmanager
+def _worker_environment(values: dict[str, str | None]):
+    """Give worker processes ``values`` before they start (torch reads its thread count
+    at import, glibc its malloc settings at process start); None removes a variable.
+
+    distributed sets ``distributed.nanny.pre-spawn-environ`` in the spawning process and
+    lets variables already in ``os.environ`` win, so both are set for the duration of
+    the cluster start and restored afterwards.
+    """
+    saved = {key: os.environ.get(key) for key in values}
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    try:
+        with dask.config.set(
+            {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in values.items()}
+        ):
+            yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def local(
@@ -89,35 +131,39 @@ def local(
     if gpus not in ("auto", 0) and int(gpus) > visible:
         raise ValueError(f"gpus={gpus!r} asked for more GPUs than the {visible} visible here.")
     if use > 0:
-        # One process per GPU: each sees only its own device as cuda:0.
-        threads = max(1, cores // use)
+        # One process per GPU: each sees only its own device as cuda:0. Two dask threads
+        # (and GPU=2 slots, every task taking one) let a worker prepare the next block
+        # while the GPU computes the current one.
+        nthreads = max(2, threads_per_worker)
+        torch_threads = max(1, cores // (use * nthreads))
         workers = {
             f"gpu-{index}": {
                 "cls": Nanny,
                 "options": {
-                    "nthreads": max(1, threads_per_worker),
-                    "resources": {"GPU": 1},
+                    "nthreads": nthreads,
+                    "resources": {"GPU": nthreads},
                     "memory_limit": memory_limit,
-                    "env": {"CUDA_VISIBLE_DEVICES": str(index), **_thread_env(threads)},
+                    "env": {"CUDA_VISIBLE_DEVICES": str(index)},
                 },
             }
             for index in range(use)
         }
         scheduler = {"cls": Scheduler, "options": {"dashboard_address": dashboard_address}}
-        cluster = SpecCluster(workers=workers, scheduler=scheduler, **kwargs)
+        with _worker_environment(_thread_env(torch_threads)):
+            cluster = SpecCluster(workers=workers, scheduler=scheduler, **kwargs)
         log.info("local cluster: %d GPU workers", use)
     else:
         n_workers = n_workers or cores
         torch_threads = max(1, cores // (n_workers * max(1, threads_per_worker)))
-        cluster = LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=threads_per_worker,
-            processes=True,
-            memory_limit=memory_limit,
-            dashboard_address=dashboard_address,
-            env=_thread_env(torch_threads),
-            **kwargs,
-        )
+        with _worker_environment(_thread_env(torch_threads)):
+            cluster = LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=threads_per_worker,
+                processes=True,
+                memory_limit=memory_limit,
+                dashboard_address=dashboard_address,
+                **kwargs,
+            )
         log.info("local cluster: %d CPU workers x %d threads", n_workers, threads_per_worker)
     return Client(cluster)
 
@@ -150,7 +196,8 @@ def slurm(
         Per job, e.g. ``16`` and ``"64GB"``.
     gpus_per_job : int
         GPUs per job (``--gres=gpu:N``); one worker process per GPU, each pinned
-        to its device and offering resource ``GPU=1``.
+        to its device and offering one ``GPU`` slot per dask thread (every task
+        takes one), so blocks are prepared while others compute.
     walltime : str
         ``HH:MM:SS``.
     queue, account : str, optional
@@ -185,11 +232,16 @@ def slurm(
     processes = processes or max(1, gpus_per_job)
     directives = list(job_extra_directives or [])
     worker_args = []
+    # dask-jobqueue gives each worker cores // processes dask threads; every dask thread
+    # runs its own forward pass with one torch thread, so threads never exceed the cores.
+    dask_threads = max(1, cores // processes)
     if gpus_per_job:
         directives.append(f"--gres=gpu:{gpus_per_job}")
-        worker_args += ["--resources", "GPU=1"]
-    threads = max(1, cores // processes)
-    prologue = [f"export {k}={v}" for k, v in _thread_env(threads).items()]
+        worker_args += ["--resources", f"GPU={dask_threads}"]
+    prologue = [
+        f"export {k}={v}" if v is not None else f"unset {k}" for k, v in _thread_env(1).items()
+    ]
+    prologue.append(f"export {DASK_TRIM_CONFIG}=None")
     prologue += list(job_script_prologue or [])
     cluster = SLURMCluster(
         cores=cores,

@@ -310,10 +310,11 @@ def _run_tasks(tasks: list, client: Any, n_threads: int, progress: bool) -> list
         resources = {"GPU": 1} if _cluster_has_gpus(client) else None
         futures = client.compute(tasks, resources=resources)
         results = []
-        iterator = as_completed(futures, with_results=True)
         with _progress_bar(len(futures), progress) as bar:
-            for _, result in iterator:
-                results.append(result)
+            # Results are fetched here, one by one: a failed task or a failed transfer
+            # raises in this thread instead of leaving the loop waiting.
+            for future in as_completed(futures):
+                results.append(future.result())
                 bar.update(1)
         return results
     callbacks = []
@@ -575,6 +576,14 @@ def segment(
                 "not an in-memory store."
             )
         model_path = str(Path(model_path).resolve())
+        # Workers may start in other directories: give them absolute paths.
+        scan, truth, out = (
+            str(Path(v).resolve()) if isinstance(v, (str, os.PathLike)) else v
+            for v in (scan, truth, out)
+        )
+        volume = vio.open_scan(scan, role="scan")
+        if truth is not None:
+            truth_volume, ni_label = vio.open_truth(truth, volume, ni_label)
     chunks = (
         choose_chunks(volume.shape, volume.chunks)
         if chunks is None

@@ -2,7 +2,8 @@
 
 Rank 0 becomes the dask scheduler, rank 1 runs :func:`volseg.segment`, the other
 ranks are workers. A worker rank on a node with GPUs pins itself to GPU
-``SLURM_LOCALID mod n_gpus`` and offers resource ``GPU=1``.
+``SLURM_LOCALID mod n_gpus`` and offers one ``GPU`` slot per dask thread (every
+task takes one).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import os
 
 
-def _pin_gpu() -> dict[str, int]:
+def _pin_gpu(nthreads: int) -> dict[str, int]:
     visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
     if not visible:
         return {}
@@ -19,7 +20,7 @@ def _pin_gpu() -> dict[str, int]:
         os.environ.get("SLURM_LOCALID", os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", "0"))
     )
     os.environ["CUDA_VISIBLE_DEVICES"] = visible[local_rank % len(visible)]
-    return {"GPU": 1}
+    return {"GPU": nthreads}  # one slot per dask thread; every task takes one
 
 
 def main() -> int:
@@ -39,7 +40,7 @@ def main() -> int:
 
     from dask_mpi import initialize
 
-    resources = _pin_gpu()
+    resources = _pin_gpu(args.nthreads)
     initialize(
         nthreads=args.nthreads,
         local_directory=args.local_directory,
