@@ -256,3 +256,38 @@ def test_model_pixels_per_pixel():
     grid = tiling.plane_grid((512, 512), tile=128, overlap=0.25)
     assert grid.n_tiles == grid.y.count * grid.x.count
     assert grid.model_pixels_per_pixel() == pytest.approx(grid.n_tiles * 128**2 / 512**2)
+
+
+class _AsyncIdentity:
+    """A predictor with submit/collect that records how many batches are in flight."""
+
+    def __init__(self):
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.order = []
+
+    def __call__(self, batch):
+        raise AssertionError("an asynchronous predictor is used through submit/collect")
+
+    def submit(self, batch):
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        handle = (len(self.order), batch.copy())
+        self.order.append(handle[0])
+        return handle
+
+    def collect(self, handle):
+        self.in_flight -= 1
+        assert handle[0] == self.order.pop(0)  # collected in submission order
+        return handle[1]
+
+
+def test_asynchronous_predictor_pipelines_two_batches_and_gives_the_same_result(volume):
+    grid = tiling.plane_grid(volume.shape[1:], 32, 0.25)
+    plan = tiling.reflected_read_plan(grid, (0, 77), (0, 131))
+    window = tiling.apply_read_plan(plan, volume[:, plan.y_read, plan.x_read].astype(np.float32))
+    predictor = _AsyncIdentity()
+    got = tiling.stitch_block(window, grid, (0, 77), (0, 131), predictor, batch_size=5)
+    expected = tiling.stitch_block(window, grid, (0, 77), (0, 131), identity, batch_size=5)
+    np.testing.assert_array_equal(got, expected)
+    assert predictor.most_in_flight == 2 and predictor.in_flight == 0

@@ -470,7 +470,9 @@ class TilePredictor:
     """Callable mapping a float32 numpy batch ``(B, T, T)`` to Ni probabilities.
 
     Runs under :func:`torch.inference_mode` in channels-last memory format; on CUDA
-    with half-precision autocast and pinned host memory.
+    with half-precision autocast and pinned host memory, and asynchronously through
+    :meth:`submit` / :meth:`collect` so that the next batch is prepared while the GPU
+    computes (see :func:`volseg.tiling.stitch_block`).
     """
 
     def __init__(self, loaded: LoadedModel, half: bool | None = None):
@@ -479,15 +481,39 @@ class TilePredictor:
         self.half = (self.device.type == "cuda") if half is None else bool(half)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        tensor = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))[:, None]
+        return self.collect(self.submit(batch))
+
+    def submit(self, batch: np.ndarray) -> Any:
+        """Start the forward pass of ``batch``; on CUDA it returns before the GPU is done.
+
+        The batch is copied (into pinned memory on CUDA), so the caller may refill its
+        array at once. Pass the returned handle to :meth:`collect`.
+        """
+        tensor = torch.from_numpy(np.array(batch, dtype=np.float32, copy=True))[:, None]
         tensor = tensor.contiguous(memory_format=torch.channels_last)
-        if self.device.type == "cuda":
-            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
         with torch.inference_mode():
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
-                logits = self.network(tensor)
-            probability = torch.sigmoid(logits.float())[:, 0]
-        return probability.cpu().numpy()
+            if self.device.type != "cuda":
+                return self._forward(tensor).numpy()
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+            probability = self._forward(tensor)
+            host = torch.empty(probability.shape, dtype=probability.dtype, pin_memory=True)
+            host.copy_(probability, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+            return host, done
+
+    def collect(self, handle: Any) -> np.ndarray:
+        """The probabilities of a submitted batch, float32 ``(B, T, T)``."""
+        if isinstance(handle, np.ndarray):
+            return handle
+        host, done = handle
+        done.synchronize()
+        return host.numpy()
+
+    def _forward(self, tensor: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
+            logits = self.network(tensor)
+        return torch.sigmoid(logits.float())[:, 0].contiguous()
 
 
 _CACHE: dict[tuple[str, str], LoadedModel] = {}

@@ -357,7 +357,10 @@ def stitch_block(
     y_range, x_range : tuple of int
         The block's own pixels ``[start, stop)`` in global coordinates.
     predict : callable
-        Maps a float32 array ``(B, tile, tile)`` to an array of the same shape.
+        Maps a float32 array ``(B, tile, tile)`` to an array of the same shape. If it
+        also has ``submit(batch) -> handle`` and ``collect(handle) -> array`` methods,
+        batch ``k + 1`` is prepared and submitted before batch ``k`` is collected (at
+        most two in flight), so host and device work overlap.
     blend : {"gaussian", "constant"}
         Blend window.
     batch_size : int
@@ -410,13 +413,18 @@ def stitch_block(
     out = np.zeros((n_z, y1 - y0, x1 - x0), dtype=np.float32)
     n_tiles = len(crops)
     jobs = [(z, i) for z in range(n_z) for i in range(n_tiles)]
-    batch = np.empty((min(batch_size, len(jobs)), tile, tile), dtype=np.float32)
-    for indices in iter_batches(len(jobs), batch_size):
-        for b, j in enumerate(indices):
-            z, i = jobs[j]
-            (wy, wx), _, _ = crops[i]
-            batch[b] = window[z, wy : wy + tile, wx : wx + tile]
-        prediction = np.asarray(predict(batch[: len(indices)]), dtype=np.float32)
+    # Two batch buffers: with an asynchronous predictor (``submit``/``collect``, as
+    # volseg.model.TilePredictor on CUDA) the next batch is cut while the device still
+    # computes the previous one. Results are still blended in the fixed tile order.
+    buffers = [
+        np.empty((min(batch_size, len(jobs)), tile, tile), dtype=np.float32) for _ in range(2)
+    ]
+    submit = getattr(predict, "submit", None)
+    collect = getattr(predict, "collect", None)
+    pending: tuple | None = None
+
+    def blend_into(indices: range, prediction: np.ndarray) -> None:
+        prediction = np.asarray(prediction, dtype=np.float32)
         if prediction.shape != (len(indices), tile, tile):
             raise ValueError(
                 f"predictor returned shape {prediction.shape}, "
@@ -426,5 +434,21 @@ def stitch_block(
             z, i = jobs[j]
             _, block_sl, tile_sl = crops[i]
             out[z][block_sl] += weights[tile_sl] * prediction[b][tile_sl]
+
+    for number, indices in enumerate(iter_batches(len(jobs), batch_size)):
+        batch = buffers[number % 2]
+        for b, j in enumerate(indices):
+            z, i = jobs[j]
+            (wy, wx), _, _ = crops[i]
+            batch[b] = window[z, wy : wy + tile, wx : wx + tile]
+        if submit is None or collect is None:
+            blend_into(indices, predict(batch[: len(indices)]))
+            continue
+        handle = submit(batch[: len(indices)])
+        if pending is not None:
+            blend_into(pending[0], collect(pending[1]))
+        pending = (indices, handle)
+    if pending is not None:
+        blend_into(pending[0], collect(pending[1]))
     out /= weight_sum
     return out
