@@ -166,7 +166,7 @@ def test_out_of_gpu_memory_suggests_a_smaller_batch(anode_arrays, checkpoint, mo
     def exhausted(self, batch):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(vmodel.TilePredictor, "__call__", exhausted)
+    monkeypatch.setattr(vmodel.TilePredictor, "submit", exhausted)
     image, _ = anode_arrays
     with pytest.raises(MemoryError, match="out of GPU memory .* smaller --batch-size"):
         volseg.segment(image, model=checkpoint, **RUN)
