@@ -48,7 +48,6 @@ Prints one JSON object on stdout; progress goes to stderr. The default run
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import math
@@ -192,34 +191,6 @@ def seconds_per_task(compute: Callable[[list], list], n_tasks: int) -> float:
         if list(results) != list(range(n_tasks)):
             raise RuntimeError("the trivial tasks returned wrong results")
     return statistics.median(rounds) / n_tasks
-
-
-@contextlib.contextmanager
-def spawn_environment(values: dict[str, str | None]):
-    """Start the worker processes of a cluster made inside with these variables (None: unset).
-
-    A nanny reads its ``pre-spawn-environ`` (an existing environment variable
-    taking precedence over the configuration) when it is created, sets it in its
-    own process and spawns the worker, which inherits that environment. So the
-    variables are set (or removed) here, in this process, while the cluster
-    starts, and restored afterwards.
-    """
-    previous = {name: os.environ.get(name) for name in values}
-    config = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in values.items()}
-    try:
-        for name, value in values.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        with dask.config.set(config):
-            yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 class Configuration:
@@ -409,7 +380,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     while plan:
         name, note, n_workers, environment = plan.pop(0)
         description = f"volseg.cluster.local(n_workers={n_workers}, gpus=0){note}"
-        with spawn_environment(environment):
+        with cluster.worker_environment(environment):
             configuration = Configuration(name, description, local_cluster(n_workers))
         configurations.append(configuration)
         try:

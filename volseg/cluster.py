@@ -24,7 +24,7 @@ from typing import Any
 import dask
 from distributed import WorkerPlugin
 
-__all__ = ["PinGPU", "connect", "gpu_count", "local", "slurm"]
+__all__ = ["PinGPU", "connect", "gpu_count", "local", "slurm", "worker_environment"]
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def _thread_env(threads: int) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _worker_environment(values: dict[str, str | None]):
+def worker_environment(values: dict[str, str | None]):
     """Give worker processes ``values`` before they start (torch reads its thread count
     at import, glibc its malloc settings at process start); None removes a variable.
 
@@ -149,13 +149,13 @@ def local(
             for index in range(use)
         }
         scheduler = {"cls": Scheduler, "options": {"dashboard_address": dashboard_address}}
-        with _worker_environment(_thread_env(torch_threads)):
+        with worker_environment(_thread_env(torch_threads)):
             cluster = SpecCluster(workers=workers, scheduler=scheduler, **kwargs)
         log.info("local cluster: %d GPU workers", use)
     else:
         n_workers = n_workers or cores
         torch_threads = max(1, cores // (n_workers * max(1, threads_per_worker)))
-        with _worker_environment(_thread_env(torch_threads)):
+        with worker_environment(_thread_env(torch_threads)):
             cluster = LocalCluster(
                 n_workers=n_workers,
                 threads_per_worker=threads_per_worker,

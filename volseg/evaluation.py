@@ -19,6 +19,7 @@ import pandas as pd
 
 from . import io as vio
 from . import metrics
+from .inference import chunk_rows
 
 __all__ = ["Evaluation", "BASELINES", "evaluate"]
 
@@ -132,9 +133,8 @@ def evaluate(
     """
     if baseline not in BASELINES:
         raise ValueError(f"baseline={baseline!r} is not known; use one of {', '.join(BASELINES)}.")
-    output = None
-    if isinstance(mask, (str, os.PathLike)) and _is_output(mask):
-        output = vio.open_output(mask, mode="r+" if write else "r")
+    output = _output_or_none(mask, mode="r+" if write else "r")
+    if output is not None:
         mask_volume = vio.open_scan(output.mask, role="mask")
         if scan is None:
             scan = output.attrs.get("input")
@@ -149,11 +149,7 @@ def evaluate(
     slices = slice_counts(prediction, actual)
 
     rows = []
-    for index in np.ndindex(per_chunk.shape[:3]):
-        region = [(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, chunks, mask_volume.shape)]
-        row = {"chunk_z": index[0], "chunk_y": index[1], "chunk_x": index[2]}
-        for axis, (lo, hi) in zip("zyx", region):
-            row[f"{axis}0"], row[f"{axis}1"] = lo, hi
+    for index, row in chunk_rows(mask_volume.shape, chunks):
         row.update(dict(zip(_KEYS, per_chunk[index].tolist())))
         rows.append(row)
     table = metrics.scores_table(pd.DataFrame(rows))
@@ -190,12 +186,14 @@ def evaluate(
     return Evaluation(summary=summary, chunks=table, slices=slices)
 
 
-def _is_output(path: Any) -> bool:
+def _output_or_none(mask: Any, mode: str) -> vio.OutputGroup | None:
+    """The volseg output group at ``mask``, or None when ``mask`` is something else."""
+    if not isinstance(mask, (str, os.PathLike)):
+        return None
     try:
-        vio.open_output(path)
-        return True
+        return vio.open_output(mask, mode=mode)
     except (FileNotFoundError, ValueError):
-        return False
+        return None
 
 
 def _jsonable(value: Any) -> Any:

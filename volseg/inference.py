@@ -171,6 +171,7 @@ def _predictor(settings: _Settings) -> vmodel.TilePredictor:
 def _segment_block(
     index: tuple[int, int, int],
     region: tuple[slice, slice, slice],
+    plan: tiling.ReadPlan,
     scan_source: Any,
     truth_source: Any,
     settings: _Settings,
@@ -179,9 +180,6 @@ def _segment_block(
     """Segment one block and write it; returns its counts (runs inside a task)."""
     started = time.perf_counter()
     zs, ys, xs = region
-    plan = tiling.reflected_read_plan(
-        settings.grid, (ys.start, ys.stop), (xs.start, xs.stop), settings.pad
-    )
     if isinstance(scan_source, np.ndarray):
         raw = scan_source  # computed by the dask graph
     else:
@@ -413,16 +411,22 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def stats_table(output: vio.OutputGroup, has_truth: bool) -> pd.DataFrame:
-    """The per-chunk statistics of an output group as a DataFrame (one row per chunk)."""
-    stats = output.read_stats()
-    shape = tuple(int(s) for s in output.mask.shape)
-    rows = []
-    for index, region in _block_grid(shape, output.chunks):
+def chunk_rows(shape, chunks) -> Iterator[tuple[tuple[int, int, int], dict[str, Any]]]:
+    """(chunk index, row with ``chunk_z/y/x``, bounds ``z0 .. x1`` and ``voxels``) per chunk."""
+    for index, region in _block_grid(shape, chunks):
         row: dict[str, Any] = {"chunk_z": index[0], "chunk_y": index[1], "chunk_x": index[2]}
         for axis, sl in zip("zyx", region):
             row[f"{axis}0"], row[f"{axis}1"] = sl.start, sl.stop
         row["voxels"] = math.prod(sl.stop - sl.start for sl in region)
+        yield index, row
+
+
+def stats_table(output: vio.OutputGroup) -> pd.DataFrame:
+    """The per-chunk statistics of an output group as a DataFrame (one row per chunk)."""
+    stats = output.read_stats()
+    shape = tuple(int(s) for s in output.mask.shape)
+    rows = []
+    for index, row in chunk_rows(shape, output.chunks):
         for name in vio.STAT_FIELDS:
             if name in stats:
                 row[name] = stats[name][index].item()
@@ -557,6 +561,11 @@ def segment(
         # Each worker resolves the device itself ("auto" = its own GPU, if it has one).
         vmodel.parse_device(device)
         torch_device, task_device = torch.device("cpu"), str(device)
+        # Workers may start in other directories: give them absolute paths.
+        scan, truth, out = (
+            str(Path(v).resolve()) if isinstance(v, (str, os.PathLike)) else v
+            for v in (scan, truth, out)
+        )
     volume = vio.open_scan(scan, role="scan")
     truth_volume = None
     if truth is not None:
@@ -576,14 +585,6 @@ def segment(
                 "not an in-memory store."
             )
         model_path = str(Path(model_path).resolve())
-        # Workers may start in other directories: give them absolute paths.
-        scan, truth, out = (
-            str(Path(v).resolve()) if isinstance(v, (str, os.PathLike)) else v
-            for v in (scan, truth, out)
-        )
-        volume = vio.open_scan(scan, role="scan")
-        if truth is not None:
-            truth_volume, ni_label = vio.open_truth(truth, volume, ni_label)
     chunks = (
         choose_chunks(volume.shape, volume.chunks)
         if chunks is None
@@ -642,7 +643,11 @@ def segment(
         if done is not None and done[index]:
             continue
         computed_voxels += math.prod(sl.stop - sl.start for sl in region)
-        scan_source = _source_for_task(volume, _read_region(settings, region))
+        zs, ys, xs = region
+        plan = tiling.reflected_read_plan(
+            settings.grid, (ys.start, ys.stop), (xs.start, xs.stop), settings.pad
+        )
+        scan_source = _source_for_task(volume, (zs, plan.y_read, plan.x_read))
         truth_source = None
         if truth_volume is not None:
             truth_source = _source_for_task(truth_volume, region)
@@ -650,6 +655,7 @@ def segment(
             dask.delayed(_segment_block, pure=False)(
                 index,
                 region,
+                plan,
                 scan_source,
                 truth_source,
                 settings,
@@ -671,7 +677,7 @@ def segment(
     seconds = time.perf_counter() - started
 
     has_truth = truth is not None
-    table = stats_table(output, has_truth)
+    table = stats_table(output)
     if not bool(table["done"].all()):
         raise RuntimeError(
             f"output {output.path!r}: {int((~table['done']).sum())} chunks are not done; "
@@ -679,6 +685,10 @@ def segment(
         )
     summary = _summary(table, has_truth, seconds, len(tasks), computed_voxels)
     output.update_attrs(status="complete", summary=_json_summary(summary))
+    return _result(output, table, summary)
+
+
+def _result(output: vio.OutputGroup, table: pd.DataFrame, summary: dict) -> SegmentationResult:
     return SegmentationResult(
         mask=output.mask,
         prob=output.prob,
@@ -687,15 +697,6 @@ def segment(
         path=output.path,
         group=output.group,
     )
-
-
-def _read_region(settings: _Settings, region: tuple[slice, slice, slice]) -> tuple[slice, ...]:
-    """The region of the scan a block reads: its z range, its tiles' mirrored y/x bounds."""
-    zs, ys, xs = region
-    plan = tiling.reflected_read_plan(
-        settings.grid, (ys.start, ys.stop), (xs.start, xs.stop), settings.pad
-    )
-    return (zs, plan.y_read, plan.x_read)
 
 
 def _json_summary(summary: dict[str, Any]) -> dict[str, Any]:
@@ -711,15 +712,6 @@ def open_result(out: Any) -> SegmentationResult:
     """Reopen a finished (or partial) output group as a :class:`SegmentationResult`."""
     output = vio.open_output(out)
     record = output.attrs
-    has_truth = bool(record.get("parameters", {}).get("has_truth"))
-    table = stats_table(output, has_truth)
     summary = dict(record.get("summary") or {})
     summary["status"] = record.get("status")
-    return SegmentationResult(
-        mask=output.mask,
-        prob=output.prob,
-        stats=table,
-        summary=summary,
-        path=output.path,
-        group=output.group,
-    )
+    return _result(output, stats_table(output), summary)

@@ -64,6 +64,7 @@ class _Pair:
     name: str
     train_z: tuple[int, int]
     val_z: tuple[int, int]
+    recorded_ni: float | None = None  # Ni value recorded in the labels' attrs
 
 
 def _as_list(value: Any) -> list:
@@ -103,6 +104,7 @@ def _open_pairs(images, labels, val_fraction: float, val_gap: int) -> list[_Pair
                 image.source,
                 (0, n_train),
                 (depth - n_val, depth),
+                vio.recorded_label(label, "ni"),
             )
         )
     return pairs
@@ -131,7 +133,9 @@ def _read_crop(array: Any, z: int, y0: int, x0: int, tile: int) -> np.ndarray:
 class _Crops:
     """Random training crops and fixed validation tiles."""
 
-    def __init__(self, pairs: list[_Pair], tile: int, ni_label: float, normalisation: dict):
+    def __init__(
+        self, pairs: list[_Pair], tile: int, ni_label: float, normalisation: dict | None = None
+    ):
         self.pairs = pairs
         self.tile = tile
         self.ni_label = ni_label
@@ -146,16 +150,28 @@ class _Crops:
         labels = _read_crop(pair.labels, z, y0, x0, self.tile) == self.ni_label
         return image, labels.astype(np.float32)
 
+    def random_position(self, rng: np.random.Generator) -> tuple[_Pair, int, int, int]:
+        """A random crop of the training slabs: (pair, z, y0, x0), weighted by their size."""
+        pair = self.pairs[rng.choice(len(self.pairs), p=self.train_weights)]
+        z = int(rng.integers(*pair.train_z))
+        height, width = pair.image.shape[1:]
+        y0 = int(rng.integers(0, max(1, height - self.tile + 1)))
+        x0 = int(rng.integers(0, max(1, width - self.tile + 1)))
+        return pair, z, y0, x0
+
+    def sample_normalisation(self, rng: np.random.Generator, n: int = 32) -> dict:
+        """Fixed normalisation from the grey values of ``n`` random training crops."""
+        samples = []
+        for _ in range(n):
+            pair, z, y0, x0 = self.random_position(rng)
+            samples.append(_read_crop(pair.image, z, y0, x0, self.tile).ravel())
+        return vmodel.fit_normalisation(np.concatenate(samples))
+
     def random_batch(self, rng: np.random.Generator, size: int, augment: bool):
         images = np.empty((size, 1, self.tile, self.tile), np.float32)
         targets = np.empty_like(images)
         for i in range(size):
-            pair = self.pairs[rng.choice(len(self.pairs), p=self.train_weights)]
-            z = int(rng.integers(*pair.train_z))
-            height, width = pair.image.shape[1:]
-            y0 = int(rng.integers(0, max(1, height - self.tile + 1)))
-            x0 = int(rng.integers(0, max(1, width - self.tile + 1)))
-            image, target = self._pair_crop(pair, z, y0, x0)
+            image, target = self._pair_crop(*self.random_position(rng))
             if augment:
                 image, target = _augment(image, target, rng)
             images[i, 0], targets[i, 0] = image, target
@@ -232,18 +248,6 @@ def _evaluate(network, validation, loss_fn, device, batch_size: int) -> dict[str
         "val_ni_iou": scores["ni_iou"],
         "val_dice": scores["ni_dice"],
     }
-
-
-def _sample_normalisation(crops: _Crops, rng: np.random.Generator, n: int = 32) -> dict:
-    samples = []
-    for _ in range(n):
-        pair = crops.pairs[rng.choice(len(crops.pairs), p=crops.train_weights)]
-        z = int(rng.integers(*pair.train_z))
-        height, width = pair.image.shape[1:]
-        y0 = int(rng.integers(0, max(1, height - crops.tile + 1)))
-        x0 = int(rng.integers(0, max(1, width - crops.tile + 1)))
-        samples.append(_read_crop(pair.image, z, y0, x0, crops.tile).ravel())
-    return vmodel.fit_normalisation(np.concatenate(samples))
 
 
 def _validate(tile, batch_size, epochs, lr, loss, val_fraction, patience):
@@ -366,33 +370,31 @@ def train(
     torch.manual_seed(seed)
     pairs = _open_pairs(images, labels, val_fraction, val_gap)
     if ni_label is None:
-        recorded = vio.open_scan(_as_list(labels)[0], role="training labels", allow_bool=True)
-        ni_label = vio.recorded_label(recorded, "ni")
-        ni_label = 1 if ni_label is None else ni_label
+        ni_label = 1 if pairs[0].recorded_ni is None else pairs[0].recorded_ni
 
     history: list[dict] = []
-    if resume_from is not None:
-        previous = vmodel.load_checkpoint(resume_from, torch_device)
+    previous = None if resume_from is None else vmodel.load_checkpoint(resume_from, torch_device)
+    crops = _Crops(pairs, previous.config["tile"] if previous else tile, ni_label)
+    if previous is not None:
         config = previous.config
         network = previous.network
         history = list(previous.training.get("history", []))
     else:
-        crops = _Crops(pairs, tile, ni_label, {"low": 0.0, "high": 1.0})
         config = vmodel.default_config(
             encoder=encoder,
             tile=tile,
             encoder_depth=encoder_depth,
             decoder_channels=decoder_channels or [256, 128, 64, 32, 16][:encoder_depth],
-            normalisation=_sample_normalisation(crops, rng),
+            normalisation=crops.sample_normalisation(rng),
             labels={"ni_label": 1, "names": {"0": "background", "1": "Ni"}},
         )
         network = vmodel.build_unet(config, encoder_weights=encoder_weights)
     network.to(torch_device)
     _freeze(network, freeze_encoder)
-    if resume_from is not None and Path(resume_from).resolve() != out.resolve():
+    if previous is not None and Path(resume_from).resolve() != out.resolve():
         # The resumed weights are the best so far until an epoch beats them.
         vmodel.save_checkpoint(network, config, out, training=previous.training, overwrite=True)
-    crops = _Crops(pairs, config["tile"], ni_label, config["normalisation"])
+    crops.normalisation = config["normalisation"]
     validation = crops.validation_tiles(val_tiles, np.random.default_rng(seed + 1))
     if validation is None:
         raise ValueError("no validation tiles: increase val_fraction or give more slices.")
