@@ -294,3 +294,19 @@ def test_cli_reports_errors_in_one_line(tmp_path, checkpoint, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "nope.zarr" in err and "does not exist" in err and "Traceback" not in err
+
+
+def test_each_task_reads_only_its_block_and_halo(checkpoint, tmp_path, monkeypatch):
+    """Memory per task is one block plus its halo: no read spans the volume."""
+    image, _ = volseg.synth.anode((4, 256, 256), seed=2, grain_sigma=4.0)
+    scan = zarr.create_array(str(tmp_path / "s.zarr"), data=image, chunks=(2, 64, 64))
+    reads = []
+    original = vio.read_region
+    monkeypatch.setattr(
+        vio, "read_region", lambda a, r: reads.append(original(a, r).shape) or original(a, r)
+    )
+    run(scan, checkpoint, tmp_path / "o.zarr", chunks=(2, 64, 64))
+    assert len(reads) == 2 * 4 * 4
+    for z, y, x in reads:
+        # block (2, 64, 64) + the tiles touching it (tile 64) on each side
+        assert z <= 2 and y <= 64 + 2 * 64 and x <= 64 + 2 * 64
