@@ -10,6 +10,7 @@ its halo, whatever the size of the scan.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -30,7 +31,7 @@ from . import metrics, tiling
 from . import model as vmodel
 from ._version import __version__
 
-__all__ = ["SegmentationResult", "choose_chunks", "segment"]
+__all__ = ["SegmentationResult", "choose_chunks", "output_phases", "segment"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,15 @@ RESUME_KEYS = (
     "ni_label",
     "prob_dtype",
     "has_truth",
+    "axes",
+    "tta",
+    "refine",
+    "refine_threshold",
+    "phase",
 )
+# Default blocks when slices along y and x are predicted too (axes="zyx" or refine):
+# deep blocks, so the tiles of y- and x-slices (tile pixels along z) are not mostly halo.
+DEEP_BLOCKS = {"target_yx": 256, "target_z": 128}
 
 
 @dataclass
@@ -86,7 +95,9 @@ class SegmentationResult:
 class _Settings:
     """Everything a block task needs besides its arrays (small, picklable)."""
 
-    grid: tiling.PlaneGrid
+    shape: tuple[int, int, int]
+    tile: int
+    overlap: float
     blend: str
     pad: str
     batch_size: int
@@ -99,17 +110,70 @@ class _Settings:
     prob_dtype: str | None
     scan_name: str
     check_finite: bool
+    axes: str = "z"
+    tta: bool = False
+    phases: dict | None = None  # {name: label value} of a multi-class model
+    truth_phases: dict | None = None  # the same phases' values in the truth
+    write_labels: bool = False
     loaded: Any = None  # a LoadedModel given in memory (local scheduler only)
+
+    @property
+    def ni_class(self) -> int | None:
+        return None if self.phases is None else list(self.phases).index("ni")
+
+
+# Slices along ``axis`` are predicted as planes: (plane axis, in-plane axes), and the
+# permutation that brings the plane axis first.
+AXIS_ORDER = {"z": (0, 1, 2), "y": (1, 0, 2), "x": (2, 0, 1)}
+AXES_CHOICES = ("z", "zyx")
+REFINE_CHOICES = (None, "uncertain")
+
+
+@dataclass(frozen=True)
+class _BlockPlan:
+    """What one block reads (``box``, global bounds per axis) and, per prediction axis,
+    the read plan of its in-plane window."""
+
+    box: tuple[slice, slice, slice]
+    plans: tuple[tuple[str, tiling.ReadPlan], ...]
+
+
+def _axis_grid(settings: _Settings, axis: str) -> tiling.PlaneGrid:
+    order = AXIS_ORDER[axis]
+    return tiling.plane_grid(
+        (settings.shape[order[1]], settings.shape[order[2]]), settings.tile, settings.overlap
+    )
+
+
+def _block_plan(settings: _Settings, region: tuple[slice, slice, slice]) -> _BlockPlan:
+    plans = []
+    lo = [sl.start for sl in region]
+    hi = [sl.stop for sl in region]
+    for axis in settings.axes:
+        order = AXIS_ORDER[axis]
+        a, b = (region[order[1]], region[order[2]])
+        plan = tiling.reflected_read_plan(
+            _axis_grid(settings, axis), (a.start, a.stop), (b.start, b.stop), settings.pad
+        )
+        for dim, read in ((order[1], plan.y_read), (order[2], plan.x_read)):
+            lo[dim], hi[dim] = min(lo[dim], read.start), max(hi[dim], read.stop)
+        plans.append((axis, plan))
+    return _BlockPlan(tuple(slice(a, b) for a, b in zip(lo, hi)), tuple(plans))
 
 
 def choose_chunks(
-    shape: tuple[int, int, int], scan_chunks: tuple[int, int, int], target_yx: int = 512
+    shape: tuple[int, int, int],
+    scan_chunks: tuple[int, int, int],
+    target_yx: int = 512,
+    target_z: int | None = None,
 ) -> tuple[int, int, int]:
     """Default processing blocks: whole multiples of the scan's chunks, about 512 wide.
 
     Wider blocks recompute fewer tiles on their borders (a tile touching two
     blocks is predicted by both); they stay aligned with the stored chunks so no
-    stored chunk is decompressed twice. Depth follows the scan's chunks (at most 32).
+    stored chunk is decompressed twice. Depth follows the scan's chunks (at most 32)
+    or, with ``target_z``, whole multiples of them about ``target_z`` deep (used when
+    y- and x-slices are predicted too: :data:`DEEP_BLOCKS`).
 
     Examples
     --------
@@ -117,13 +181,20 @@ def choose_chunks(
     (8, 512, 512)
     >>> choose_chunks((10, 300, 300), (10, 300, 300))
     (10, 300, 300)
+    >>> choose_chunks((512, 2048, 2048), (8, 256, 256), **DEEP_BLOCKS)
+    (128, 256, 256)
     """
-    depth = max(1, min(int(scan_chunks[0]), 32, shape[0]))
-    sizes = []
-    for size, chunk in zip(shape[1:], scan_chunks[1:]):
-        chunk = max(1, int(chunk))
-        sizes.append(min(size, chunk * max(1, math.ceil(target_yx / chunk))))
+    if target_z is None:
+        depth = max(1, min(int(scan_chunks[0]), 32, shape[0]))
+    else:
+        depth = _multiple(shape[0], scan_chunks[0], target_z)
+    sizes = [_multiple(n, c, target_yx) for n, c in zip(shape[1:], scan_chunks[1:])]
     return (depth, *sizes)
+
+
+def _multiple(size: int, chunk: int, target: int) -> int:
+    chunk = max(1, int(chunk))
+    return min(size, chunk * max(1, math.ceil(target / chunk)))
 
 
 def _validate_chunks(chunks: Any, shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -161,72 +232,148 @@ def tiles_per_batch(batch_size: int, tile: int) -> int:
     return max(1, (batch_size * 128 * 128) // (tile * tile))
 
 
-def _predictor(settings: _Settings) -> vmodel.TilePredictor:
+def _predictor(settings: _Settings) -> Any:
     if settings.loaded is not None:
-        return vmodel.TilePredictor(settings.loaded)
-    loaded = vmodel.cached_model(settings.model_path, settings.model_sha256, settings.device)
-    return vmodel.TilePredictor(loaded)
+        predictor = vmodel.TilePredictor(settings.loaded)
+    else:
+        loaded = vmodel.cached_model(settings.model_path, settings.model_sha256, settings.device)
+        predictor = vmodel.TilePredictor(loaded)
+    return tiling.FlipRotateTTA(predictor) if settings.tta else predictor
+
+
+def _block_probability(
+    region: tuple[slice, slice, slice],
+    plan: _BlockPlan,
+    box: np.ndarray,
+    settings: _Settings,
+) -> np.ndarray:
+    """Blended probabilities of one block: ``(Z, Y, X)`` binary, ``(C, Z, Y, X)`` multi-class.
+
+    ``box`` is the normalised input over ``plan.box``. For each prediction axis the
+    block's slices along that axis are stitched on that axis' own global tile grid;
+    several axes are averaged in the fixed order z, y, x.
+    """
+    predict = _predictor(settings)
+    channels = None if settings.phases is None else len(settings.phases)
+    total = None
+    for axis, read_plan in plan.plans:
+        order = AXIS_ORDER[axis]
+        sub = [slice(None)] * 3
+        sub[order[0]] = _relative(region[order[0]], plan.box[order[0]])
+        sub[order[1]] = _relative(read_plan.y_read, plan.box[order[1]])
+        sub[order[2]] = _relative(read_plan.x_read, plan.box[order[2]])
+        window = tiling.apply_read_plan(read_plan, box[tuple(sub)].transpose(order))
+        a, b = region[order[1]], region[order[2]]
+        planes = tiling.stitch_block(
+            window,
+            _axis_grid(settings, axis),
+            (a.start, a.stop),
+            (b.start, b.stop),
+            predict,
+            blend=settings.blend,
+            batch_size=tiles_per_batch(settings.batch_size, settings.tile),
+            channels=channels,
+        )
+        back = tuple(int(i) for i in np.argsort(order))
+        if channels is not None:
+            back = (0, *(i + 1 for i in back))
+        planes = planes.transpose(back)
+        total = planes if total is None else total + planes
+    if len(plan.plans) > 1:
+        total /= np.float32(len(plan.plans))
+    return np.ascontiguousarray(total)
+
+
+def _relative(read: slice, box: slice) -> slice:
+    return slice(read.start - box.start, read.stop - box.start)
+
+
+def _read_box(scan_source: Any, plan: _BlockPlan, settings: _Settings) -> np.ndarray:
+    if isinstance(scan_source, np.ndarray):
+        raw = scan_source  # computed by the dask graph
+    else:
+        raw = vio.read_region(scan_source, plan.box)
+    if settings.check_finite and not np.isfinite(raw).all():
+        zs, ys, xs = plan.box
+        raise ValueError(
+            f"scan {settings.scan_name!r} contains NaN or inf near z {zs.start}:{zs.stop}, "
+            f"y {ys.start}:{ys.stop}, x {xs.start}:{xs.stop}; "
+            "replace them (e.g. numpy.nan_to_num) before segmenting."
+        )
+    return vmodel.normalise(raw, settings.normalisation)
+
+
+def _quantise(probability: np.ndarray, dtype: str | None) -> np.ndarray | None:
+    if dtype == "uint8":
+        return np.rint(probability * 255).astype(np.uint8)
+    if dtype is not None:
+        return probability.astype(dtype)
+    return None
 
 
 def _segment_block(
     index: tuple[int, int, int],
     region: tuple[slice, slice, slice],
-    plan: tiling.ReadPlan,
+    plan: _BlockPlan,
     scan_source: Any,
     truth_source: Any,
     settings: _Settings,
     output: vio.OutputGroup,
-) -> dict[str, float]:
-    """Segment one block and write it; returns its counts (runs inside a task)."""
+    refine: bool = False,
+) -> dict[str, Any]:
+    """Segment one block and write it; returns its counts (runs inside a task).
+
+    With ``refine`` the block was segmented before: its done flag is cleared first, so an
+    interrupted rewrite is never taken for a finished chunk.
+    """
     started = time.perf_counter()
-    zs, ys, xs = region
-    if isinstance(scan_source, np.ndarray):
-        raw = scan_source  # computed by the dask graph
-    else:
-        raw = vio.read_region(scan_source, (zs, plan.y_read, plan.x_read))
-    if settings.check_finite and not np.isfinite(raw).all():
-        raise ValueError(
-            f"scan {settings.scan_name!r} contains NaN or inf near z {zs.start}:{zs.stop}, "
-            f"y {plan.y_read.start}:{plan.y_read.stop}, x {plan.x_read.start}:{plan.x_read.stop}; "
-            "replace them (e.g. numpy.nan_to_num) before segmenting."
-        )
-    window = tiling.apply_read_plan(plan, vmodel.normalise(raw, settings.normalisation))
+    if refine:
+        output.clear_done(index)
+    box = _read_box(scan_source, plan, settings)
     try:
-        probability = tiling.stitch_block(
-            window,
-            settings.grid,
-            (ys.start, ys.stop),
-            (xs.start, xs.stop),
-            _predictor(settings),
-            blend=settings.blend,
-            batch_size=tiles_per_batch(settings.batch_size, settings.grid.tile),
-        )
+        probability = _block_probability(region, plan, box, settings)
     except torch.OutOfMemoryError as exc:
         raise MemoryError(
             f"out of GPU memory on {settings.device} with batch_size={settings.batch_size} "
-            f"tiles of {settings.grid.tile} px; use a smaller --batch-size or --tile."
+            f"tiles of {settings.tile} px; use a smaller --batch-size or --tile."
         ) from exc
-    del window, raw
-    mask = probability > settings.threshold
+    del box
     low, high = UNCERTAIN_BAND
-    counts: dict[str, float] = {
-        "ni_voxels": int(np.count_nonzero(mask)),
-        "uncertain_voxels": int(np.count_nonzero((probability > low) & (probability < high))),
-    }
+    labels = None
+    counts: dict[str, Any] = {}
+    if settings.phases is None:
+        mask = probability > settings.threshold
+        uncertain = (probability > low) & (probability < high)
+        prob_out = _quantise(probability, settings.prob_dtype)
+    else:
+        classes = np.argmax(probability, axis=0).astype(np.uint8)
+        mask = classes == settings.ni_class
+        # The binary band (0.2, 0.8) is "max(p, 1 - p) < 0.8"; likewise for C classes.
+        uncertain = probability.max(axis=0) < high
+        if settings.write_labels:
+            counts["phase_voxels"] = np.bincount(classes.ravel(), minlength=len(settings.phases))
+            values = np.array(list(settings.phases.values()), dtype=np.uint8)
+            labels = values[classes]
+            prob_out = _quantise(probability, settings.prob_dtype)
+        else:
+            prob_out = _quantise(probability[settings.ni_class], settings.prob_dtype)
+    counts["ni_voxels"] = int(np.count_nonzero(mask))
+    counts["uncertain_voxels"] = int(np.count_nonzero(uncertain))
     if truth_source is not None:
         if isinstance(truth_source, np.ndarray):
             truth = truth_source
         else:
             truth = vio.read_region(truth_source, region)
         counts.update(metrics.confusion_counts(mask, truth == settings.ni_label))
-    prob_out = None
-    if settings.prob_dtype == "uint8":
-        prob_out = np.rint(probability * 255).astype(np.uint8)
-    elif settings.prob_dtype is not None:
-        prob_out = probability.astype(settings.prob_dtype)
+        if settings.write_labels:
+            counts["confusion"] = metrics.confusion_matrix(
+                truth, classes, list(settings.truth_phases.values())
+            )
     counts["seconds"] = time.perf_counter() - started
-    output.write_block(index, region, mask.astype(np.uint8), prob_out, counts)
-    return counts
+    if refine:
+        counts["refined"] = True
+    output.write_block(index, region, mask.astype(np.uint8), prob_out, counts, labels)
+    return {k: v for k, v in counts.items() if np.ndim(v) == 0}
 
 
 def _resolve_model(model: Any, device: str) -> tuple[str, str, dict, Any]:
@@ -265,6 +412,27 @@ def _validate_params(tile, overlap, blend, pad, batch_size, threshold, save_prob
     if save_prob not in (False, None, *PROB_DTYPES):
         raise ValueError(
             f"save_prob={save_prob!r} must be False, True, 'uint8', 'float16' or 'float32'."
+        )
+
+
+def _validate_modes(axes, tta, refine, refine_threshold, phase) -> None:
+    if axes not in AXES_CHOICES:
+        raise ValueError(
+            f"axes={axes!r} is not known; use 'z' (z-slices) or 'zyx' (average of the "
+            "predictions on z-, y- and x-slices)."
+        )
+    if not isinstance(tta, (bool, np.bool_)):
+        raise ValueError(f"tta={tta!r} must be True or False.")
+    if refine not in REFINE_CHOICES:
+        raise ValueError(f"refine={refine!r} is not known; use None or 'uncertain'.")
+    if not 0.0 <= float(refine_threshold) < 1.0:
+        raise ValueError(
+            f"refine_threshold={refine_threshold!r} must be a fraction in [0, 1), e.g. 0.05."
+        )
+    if phase not in (None, "ni"):
+        raise ValueError(
+            f"phase={phase!r} is not known; use 'ni' to write only the Ni mask of a "
+            "multi-class model (other phases are in the labels array)."
         )
 
 
@@ -399,6 +567,7 @@ def _prepare_output(out, scan, truth, params, attrs, overwrite, resume) -> tuple
         attrs=attrs,
         prob_dtype=params["prob_dtype"],
         has_truth=params["has_truth"],
+        phases=params["phases"],
     )
     return output, False
 
@@ -428,7 +597,7 @@ def stats_table(output: vio.OutputGroup) -> pd.DataFrame:
     rows = []
     for index, row in chunk_rows(shape, output.chunks):
         for name in vio.STAT_FIELDS:
-            if name in stats:
+            if name in stats and name not in vio.PHASE_FIELDS:
                 row[name] = stats[name][index].item()
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -436,11 +605,35 @@ def stats_table(output: vio.OutputGroup) -> pd.DataFrame:
     table["uncertain_fraction"] = table["uncertain_voxels"] / table["voxels"]
     if "tp" in table:
         table = metrics.scores_table(table)
+    phases = output_phases(output)
+    if phases is not None and "phase_voxels" in stats:
+        names = list(phases)
+        flat = stats["phase_voxels"].reshape(-1, len(names))
+        for i, name in enumerate(names):
+            table[f"{name}_fraction"] = flat[:, i] / table["voxels"].to_numpy()
+        if "confusion" in stats:
+            matrices = stats["confusion"].reshape(-1, len(names), len(names))
+            scores = [metrics.phase_scores(m, names) for m in matrices]
+            for name in names:
+                table[f"iou_{name}"] = [score["iou"][name] for score in scores]
+            table["mean_iou"] = [score["mean_iou"] for score in scores]
     return table
 
 
+def output_phases(output: vio.OutputGroup) -> dict[str, int] | None:
+    """``{phase: label value}`` of an output group with ``labels`` (None for a Ni mask)."""
+    phases = output.attrs.get("parameters", {}).get("phases")
+    return {str(k): int(v) for k, v in phases.items()} if phases else None
+
+
 def _summary(
-    table: pd.DataFrame, has_truth: bool, seconds: float, computed: int, computed_voxels: int
+    table: pd.DataFrame,
+    has_truth: bool,
+    seconds: float,
+    computed: int,
+    computed_voxels: int,
+    phases: dict | None = None,
+    stats: dict | None = None,
 ) -> dict:
     voxels = int(table["voxels"].sum())
     summary: dict[str, Any] = {
@@ -459,6 +652,19 @@ def _summary(
         sums = {k: int(table[k].sum()) for k in ("tp", "fp", "fn", "tn")}
         summary.update(sums)
         summary.update(metrics.pooled_scores(**sums))
+    if "refined" in table:
+        summary["chunks_refined"] = int(table["refined"].sum())
+    if phases is not None and "phase_voxels" in stats:
+        names = list(phases)
+        totals = stats["phase_voxels"].reshape(-1, len(names)).sum(axis=0)
+        summary["phase_fractions"] = {n: float(t / voxels) for n, t in zip(names, totals)}
+        if "confusion" in stats:
+            pooled = stats["confusion"].reshape(-1, len(names), len(names)).sum(axis=0)
+            scores = metrics.phase_scores(pooled, names)
+            summary["phase_iou"] = scores["iou"]
+            summary["mean_iou"] = scores["mean_iou"]
+            summary["accuracy"] = scores["accuracy"]
+            summary["confusion"] = pooled.tolist()
     return summary
 
 
@@ -481,6 +687,12 @@ def segment(
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
+    *,
+    axes: str = "z",
+    tta: bool = False,
+    refine: str | None = None,
+    refine_threshold: float = 0.05,
+    phase: str | None = None,
 ) -> SegmentationResult:
     """Segment Ni in a 3D scan with a tiled 2D U-Net and write the mask to Zarr.
 
@@ -488,6 +700,10 @@ def segment(
     leave the volume read mirrored data; tile predictions are blended with
     ``blend`` weights. Work is one dask task per output chunk, so the result does
     not depend on ``chunks`` and memory does not grow with the scan.
+
+    A three-phase model (``classes=3`` in :func:`volseg.train`) also writes the
+    ``labels`` array (pore, YSZ, Ni label values, by the largest probability) and
+    per-phase statistics; ``mask`` is always the Ni mask.
 
     Parameters
     ----------
@@ -533,6 +749,23 @@ def segment(
         Continue an interrupted run in ``out``, skipping chunks marked done.
     progress : bool
         Show a progress bar.
+    axes : {"z", "zyx"}
+        Predict on z-slices only, or also on y- and x-slices and average the three
+        probabilities (orthogonal-plane fusion: three times the work; blocks get a
+        halo in all three directions).
+    tta : bool
+        Test-time augmentation: average each tile over its 8 flips and quarter
+        turns (eight times the work).
+    refine : {None, "uncertain"}
+        After the run, segment again with ``axes="zyx"`` and ``tta=True`` only the
+        chunks whose uncertain fraction (voxels with Ni probability in (0.2, 0.8);
+        with several phases, largest probability < 0.8) exceeds
+        ``refine_threshold``; ``stats["refined"]`` marks them.
+    refine_threshold : float
+        Uncertain fraction above which a chunk is refined.
+    phase : {None, "ni"}
+        With a multi-class model, ``"ni"`` writes only the binary Ni mask (and the Ni
+        probability), not ``labels`` and per-phase probabilities.
 
     Returns
     -------
@@ -554,6 +787,7 @@ def segment(
     """
     started = time.perf_counter()
     _validate_params(tile, overlap, blend, pad, batch_size, threshold, save_prob)
+    _validate_modes(axes, tta, refine, refine_threshold, phase)
     if client is None:
         torch_device = vmodel.resolve_device(device)
         task_device = str(torch_device)
@@ -567,12 +801,17 @@ def segment(
             for v in (scan, truth, out)
         )
     volume = vio.open_scan(scan, role="scan")
-    truth_volume = None
+    model_path, sha256, config, loaded = _resolve_model(model, str(torch_device))
+    phases = vmodel.model_phases(config)
+    truth_volume, truth_phases = None, None
     if truth is not None:
-        truth_volume, ni_label = vio.open_truth(truth, volume, ni_label)
+        truth_volume, ni_label = vio.open_truth(
+            truth, volume, ni_label, default=None if phases is None else phases["ni"]
+        )
+        if phases is not None:
+            truth_phases = vio.truth_phases(truth_volume, phases, ni_label)
     elif ni_label is None:
         ni_label = 1
-    model_path, sha256, config, loaded = _resolve_model(model, str(torch_device))
     if client is not None:
         if loaded is not None:
             raise ValueError(
@@ -585,8 +824,9 @@ def segment(
                 "not an in-memory store."
             )
         model_path = str(Path(model_path).resolve())
+    deep = axes == "zyx" or refine is not None
     chunks = (
-        choose_chunks(volume.shape, volume.chunks)
+        choose_chunks(volume.shape, volume.chunks, **(DEEP_BLOCKS if deep else {}))
         if chunks is None
         else _validate_chunks(chunks, volume.shape)
     )
@@ -604,6 +844,12 @@ def segment(
         "prob_dtype": prob_dtype,
         "has_truth": truth is not None,
         "device": task_device,
+        "axes": axes,
+        "tta": bool(tta),
+        "refine": refine,
+        "refine_threshold": float(refine_threshold),
+        "phase": phase,
+        "phases": phases if phase is None else None,
     }
     attrs = {
         "version": __version__,
@@ -620,7 +866,9 @@ def segment(
     )
 
     settings = _Settings(
-        grid=tiling.plane_grid(volume.shape[1:], tile, overlap),
+        shape=tuple(volume.shape),
+        tile=int(tile),
+        overlap=float(overlap),
         blend=blend,
         pad=pad,
         batch_size=int(batch_size),
@@ -633,21 +881,79 @@ def segment(
         prob_dtype=prob_dtype,
         scan_name=volume.source,
         check_finite=bool(np.issubdtype(volume.dtype, np.floating)),
+        axes=axes,
+        tta=bool(tta),
+        phases=phases,
+        truth_phases=truth_phases,
+        write_labels=phases is not None and phase is None,
         loaded=loaded,
     )
-    done = output.read_stats()["done"] if reused else None
-    tasks = []
-    run_token = uuid.uuid4().hex[:12]
-    computed_voxels = 0
-    for index, region in _block_grid(volume.shape, chunks):
-        if done is not None and done[index]:
-            continue
-        computed_voxels += math.prod(sl.stop - sl.start for sl in region)
-        zs, ys, xs = region
-        plan = tiling.reflected_read_plan(
-            settings.grid, (ys.start, ys.stop), (xs.start, xs.stop), settings.pad
+    stats = output.read_stats() if reused else None
+    selected = [
+        (index, region)
+        for index, region in _block_grid(volume.shape, chunks)
+        if stats is None or not stats["done"][index]
+    ]
+    computed_voxels = sum(math.prod(sl.stop - sl.start for sl in r) for _, r in selected)
+    log.info(
+        "segmenting %s: %d of %d chunks to compute",
+        volume.source,
+        len(selected),
+        math.prod(math.ceil(s / c) for s, c in zip(volume.shape, chunks)),
+    )
+    n_threads, torch_threads = _local_threads(torch_device)
+    with _torch_threads(torch_threads if client is None else None):
+        tasks = _block_tasks(selected, volume, truth_volume, settings, output, refine=False)
+        _run_tasks(tasks, client, n_threads, progress)
+        refined = []
+        if refine is not None:
+            stats = output.read_stats()
+            voxels = {
+                index: math.prod(sl.stop - sl.start for sl in region)
+                for index, region in _block_grid(volume.shape, chunks)
+            }
+            refined = [
+                (index, region)
+                for index, region in _block_grid(volume.shape, chunks)
+                if not stats["refined"][index]
+                and stats["uncertain_voxels"][index] / voxels[index] > refine_threshold
+            ]
+            log.info("refining %d chunks with axes='zyx', tta=True", len(refined))
+            fine = dataclasses.replace(settings, axes="zyx", tta=True)
+            tasks = _block_tasks(refined, volume, truth_volume, fine, output, refine=True)
+            _run_tasks(tasks, client, n_threads, progress)
+    seconds = time.perf_counter() - started
+
+    has_truth = truth is not None
+    table = stats_table(output)
+    if not bool(table["done"].all()):
+        raise RuntimeError(
+            f"output {output.path!r}: {int((~table['done']).sum())} chunks are not done; "
+            "run again with resume=True."
         )
-        scan_source = _source_for_task(volume, (zs, plan.y_read, plan.x_read))
+    summary = _summary(
+        table, has_truth, seconds, len(selected), computed_voxels, phases, output.read_stats()
+    )
+    if refine is not None:
+        summary["chunks_refined_now"] = len(refined)
+    output.update_attrs(status="complete", summary=_json_summary(summary))
+    return _result(output, table, summary)
+
+
+def _block_tasks(
+    blocks: list,
+    volume: vio.Scan,
+    truth_volume: vio.Scan | None,
+    settings: _Settings,
+    output: vio.OutputGroup,
+    refine: bool,
+) -> list:
+    """One delayed :func:`_segment_block` per (index, region), with its read plan."""
+    run_token = uuid.uuid4().hex[:12]
+    tasks = []
+    for index, region in blocks:
+        plan = _block_plan(settings, region)
+        scan_source = _source_for_task(volume, plan.box)
         truth_source = None
         if truth_volume is not None:
             truth_source = _source_for_task(truth_volume, region)
@@ -660,32 +966,13 @@ def segment(
                 truth_source,
                 settings,
                 output,
+                refine,
                 # Unique per run: a cluster must never mistake this block for a block of
                 # an earlier run (same model, same index) that it still remembers.
                 dask_key_name=f"volseg-block-{run_token}-{'-'.join(map(str, index))}",
             )
         )
-    log.info(
-        "segmenting %s: %d of %d chunks to compute",
-        volume.source,
-        len(tasks),
-        math.prod(math.ceil(s / c) for s, c in zip(volume.shape, chunks)),
-    )
-    n_threads, torch_threads = _local_threads(torch_device)
-    with _torch_threads(torch_threads if client is None else None):
-        _run_tasks(tasks, client, n_threads, progress)
-    seconds = time.perf_counter() - started
-
-    has_truth = truth is not None
-    table = stats_table(output)
-    if not bool(table["done"].all()):
-        raise RuntimeError(
-            f"output {output.path!r}: {int((~table['done']).sum())} chunks are not done; "
-            "run again with resume=True."
-        )
-    summary = _summary(table, has_truth, seconds, len(tasks), computed_voxels)
-    output.update_attrs(status="complete", summary=_json_summary(summary))
-    return _result(output, table, summary)
+    return tasks
 
 
 def _result(output: vio.OutputGroup, table: pd.DataFrame, summary: dict) -> SegmentationResult:

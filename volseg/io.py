@@ -48,8 +48,11 @@ log = logging.getLogger(__name__)
 TIFF_SUFFIXES = (".tif", ".tiff")
 # Counts per chunk. They add up across chunks, so pooled figures come from sums.
 COUNT_FIELDS = ("ni_voxels", "uncertain_voxels", "tp", "fp", "fn", "tn")
-STAT_FIELDS = (*COUNT_FIELDS, "seconds", "done")
-TRUTH_FIELDS = ("tp", "fp", "fn", "tn")
+# Per-chunk vectors of a multi-class run: voxels per phase (C,) and, with truth, the
+# confusion matrix (C, C) with rows = true phase, columns = predicted phase.
+PHASE_FIELDS = ("phase_voxels", "confusion")
+STAT_FIELDS = (*COUNT_FIELDS, *PHASE_FIELDS, "seconds", "refined", "done")
+TRUTH_FIELDS = ("tp", "fp", "fn", "tn", "confusion")
 
 
 @dataclass
@@ -255,12 +258,16 @@ def recorded_label(scan: Scan, phase: str = "ni") -> float | None:
 
 
 def open_truth(
-    truth: Any, reference: Scan, ni_label: float | None = None, what: str = "scan"
+    truth: Any,
+    reference: Scan,
+    ni_label: float | None = None,
+    what: str = "scan",
+    default: float | None = None,
 ) -> tuple[Scan, float]:
     """Open a truth volume, check it matches ``reference`` and resolve the Ni value.
 
     Returns the truth and ``ni_label``: as given, else the value recorded in the
-    truth's attrs (see :func:`recorded_label`), else 1.
+    truth's attrs (see :func:`recorded_label`), else ``default``, else 1.
     """
     truth_volume = open_scan(truth, role="truth", allow_bool=True)
     if truth_volume.shape != reference.shape:
@@ -270,7 +277,28 @@ def open_truth(
         )
     if ni_label is None:
         ni_label = recorded_label(truth_volume, "ni")
+    if ni_label is None:
+        ni_label = default
     return truth_volume, 1 if ni_label is None else ni_label
+
+
+def truth_phases(truth: Scan, phases: dict[str, int], ni_label: float) -> dict[str, float]:
+    """The label value of each of ``phases`` in ``truth``.
+
+    Taken from the truth's recorded phases where it names them, else the model's
+    values; ``ni`` is ``ni_label``.
+    """
+    values = {}
+    for name, value in phases.items():
+        recorded = recorded_label(truth, name)
+        values[name] = recorded if recorded is not None else value
+    values["ni"] = ni_label
+    if len(set(values.values())) != len(values):
+        raise ValueError(
+            f"truth {truth.source!r}: phases {values} share label values; give a label "
+            "volume with one value per phase (record them in attrs['phases'])."
+        )
+    return values
 
 
 def read_region(array: Any, region: tuple[slice, ...]) -> np.ndarray:
@@ -309,10 +337,13 @@ class OutputGroup:
     group : zarr.Group
     mask : zarr.Array
     prob : zarr.Array or None
+        ``(Z, Y, X)``, or ``(C, Z, Y, X)`` per-class probabilities of a multi-class run.
     stats : dict of str to zarr.Array
         One array per field of :data:`STAT_FIELDS` on the chunk grid.
     chunks : tuple of int
         The processing block (= output chunk) shape.
+    labels : zarr.Array or None
+        uint8 phase label values of a multi-class run.
     """
 
     group: zarr.Group
@@ -320,6 +351,7 @@ class OutputGroup:
     prob: zarr.Array | None
     stats: dict[str, zarr.Array]
     chunks: tuple[int, int, int]
+    labels: zarr.Array | None = None
 
     @property
     def path(self) -> str:
@@ -333,15 +365,22 @@ class OutputGroup:
         region: tuple[slice, slice, slice],
         mask: np.ndarray,
         prob: np.ndarray | None,
-        counts: dict[str, float],
+        counts: dict[str, Any],
+        labels: np.ndarray | None = None,
     ) -> None:
-        """Write one block: mask, probability and counts first, its ``done`` flag last."""
+        """Write one block: arrays and counts first, its ``done`` flag last."""
         self.mask[region] = mask
+        if self.labels is not None and labels is not None:
+            self.labels[region] = labels
         if self.prob is not None and prob is not None:
-            self.prob[region] = prob
+            self.prob[(slice(None),) * (prob.ndim - 3) + tuple(region)] = prob
         for name, value in counts.items():
             self.stats[name][index] = value
         self.stats["done"][index] = True
+
+    def clear_done(self, index: tuple[int, int, int]) -> None:
+        """Mark a block as not done before it is rewritten (refinement)."""
+        self.stats["done"][index] = False
 
     def write_counts(self, counts: np.ndarray, names: tuple[str, ...]) -> None:
         """Store whole per-chunk count arrays (``counts[..., i]`` for ``names[i]``)."""
@@ -425,6 +464,7 @@ def create_output(
     attrs: dict[str, Any],
     prob_dtype: str | None = None,
     has_truth: bool = False,
+    phases: dict[str, int] | None = None,
     zarr_format: int = 3,
 ) -> OutputGroup:
     """Create a new output group with status ``running``.
@@ -440,7 +480,10 @@ def create_output(
     prob_dtype : {None, "uint8", "float16", "float32"}
         Also store the blended probability.
     has_truth : bool
-        Create the confusion-count arrays (tp, fp, fn, tn).
+        Create the confusion-count arrays (tp, fp, fn, tn and, with phases, confusion).
+    phases : dict, optional
+        ``{name: label value}`` of a multi-class run: adds the ``labels`` array,
+        per-class probabilities ``(C, Z, Y, X)`` and the per-phase stats.
     zarr_format : {2, 3}
 
     Returns
@@ -459,24 +502,47 @@ def create_output(
         fill_value=0,
         dimension_names=("z", "y", "x") if zarr_format == 3 else None,
     )
-    if prob_dtype is not None:
+    names = ("z", "y", "x")
+    if phases is not None:
         group.create_array(
-            "prob",
+            "labels",
             shape=shape,
             chunks=chunks,
+            dtype="uint8",
+            fill_value=0,
+            dimension_names=names if zarr_format == 3 else None,
+            attributes={"phases": dict(phases)},
+        )
+    if prob_dtype is not None:
+        lead = (len(phases),) if phases is not None else ()
+        group.create_array(
+            "prob",
+            shape=(*lead, *shape),
+            chunks=(*lead, *chunks),
             dtype=prob_dtype,
             fill_value=0,
-            dimension_names=("z", "y", "x") if zarr_format == 3 else None,
+            dimension_names=(("c",) * len(lead) + names) if zarr_format == 3 else None,
+            attributes={"classes": list(phases)} if phases is not None else {},
         )
     grid = tuple(-(-s // c) for s, c in zip(shape, chunks))
+    n_phases = len(phases) if phases is not None else 0
     stats_group = group.create_group("stats")
     for name in STAT_FIELDS:
         if name in TRUTH_FIELDS and not has_truth:
             continue
-        dtype = {"done": "bool", "seconds": "float32"}.get(name, "int64")
+        if name in PHASE_FIELDS and phases is None:
+            continue
+        extra = {"phase_voxels": (n_phases,), "confusion": (n_phases, n_phases)}.get(name, ())
+        dtype = {"done": "bool", "refined": "bool", "seconds": "float32"}.get(name, "int64")
         # One stored chunk per processing block: each task owns its own entries,
         # so concurrent writers never touch the same stored object.
-        stats_group.create_array(name, shape=grid, chunks=(1, 1, 1), dtype=dtype, fill_value=0)
+        stats_group.create_array(
+            name,
+            shape=(*grid, *extra),
+            chunks=(1, 1, 1, *extra),
+            dtype=dtype,
+            fill_value=0,
+        )
     return open_output(out, mode="r+")
 
 
@@ -505,8 +571,9 @@ def open_output(out: Any, mode: str = "r") -> OutputGroup:
         )
     mask = group["mask"]
     prob = group["prob"] if "prob" in group else None
+    labels = group["labels"] if "labels" in group else None
     stats = {name: group["stats"][name] for name in STAT_FIELDS if name in group["stats"]}
-    return OutputGroup(group, mask, prob, stats, tuple(int(c) for c in mask.chunks))
+    return OutputGroup(group, mask, prob, stats, tuple(int(c) for c in mask.chunks), labels)
 
 
 def write_arrays(

@@ -16,6 +16,8 @@ import pandas as pd
 
 __all__ = [
     "confusion_counts",
+    "confusion_matrix",
+    "phase_scores",
     "dice",
     "iou",
     "pooled_scores",
@@ -55,6 +57,63 @@ def confusion_counts(prediction: np.ndarray, truth: np.ndarray) -> dict[str, int
     fp = n_pred - tp
     fn = n_true - tp
     return {"tp": tp, "fp": fp, "fn": fn, "tn": n - tp - fp - fn}
+
+
+def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, values: list) -> np.ndarray:
+    """Multi-class confusion counts: ``C[i, j]`` = voxels of true phase ``i`` predicted ``j``.
+
+    Parameters
+    ----------
+    truth : numpy.ndarray
+        Label volume; phase ``i`` is the value ``values[i]``. Voxels with any other
+        value (unlabelled) are not counted.
+    predicted : numpy.ndarray
+        Predicted class indices ``0 .. C-1`` (same shape).
+    values : list
+        The truth's label value of each class.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 ``(C, C)``; counts add up across chunks.
+
+    Examples
+    --------
+    >>> truth = np.array([0, 1, 2, 2, 9])
+    >>> confusion_matrix(truth, np.array([0, 2, 2, 1, 0]), [0, 1, 2]).tolist()
+    [[1, 0, 0], [0, 0, 1], [0, 1, 1]]
+    """
+    n = len(values)
+    true_class = np.full(np.shape(truth), -1, dtype=np.int64)
+    for i, value in enumerate(values):
+        true_class[truth == value] = i
+    valid = true_class >= 0
+    flat = true_class[valid] * n + np.asarray(predicted)[valid].astype(np.int64)
+    return np.bincount(flat, minlength=n * n).reshape(n, n)
+
+
+def phase_scores(confusion: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """Per-phase IoU and Dice, their means, and the accuracy from a confusion matrix.
+
+    Examples
+    --------
+    >>> scores = phase_scores(np.array([[3, 1], [0, 4]]), ["pore", "ni"])
+    >>> scores["iou"], round(scores["mean_iou"], 3)
+    ({'pore': 0.75, 'ni': 0.8}, 0.775)
+    """
+    confusion = np.asarray(confusion, dtype=np.int64)
+    tp = np.diag(confusion)
+    fp = confusion.sum(axis=0) - tp
+    fn = confusion.sum(axis=1) - tp
+    ious = np.atleast_1d(iou(tp, fp, fn))
+    dices = np.atleast_1d(dice(tp, fp, fn))
+    total = int(confusion.sum())
+    return {
+        "iou": {name: float(v) for name, v in zip(names, ious)},
+        "dice": {name: float(v) for name, v in zip(names, dices)},
+        "mean_iou": float(np.nanmean(ious)) if np.isfinite(ious).any() else float("nan"),
+        "accuracy": float(tp.sum() / total) if total else float("nan"),
+    }
 
 
 def _ratio(num, den):

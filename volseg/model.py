@@ -39,6 +39,7 @@ __all__ = [
     "file_sha256",
     "fit_normalisation",
     "load_checkpoint",
+    "model_phases",
     "normalise",
     "parse_device",
     "resolve_device",
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "volseg.unet/1"
 ARCHS = ("unet",)
+# Phases of a three-class anode model and their label values (as volseg.synth writes).
+DEFAULT_PHASES = {"pore": 0, "ysz": 1, "ni": 2}
 
 
 def default_config(**overrides: Any) -> dict[str, Any]:
@@ -60,7 +63,10 @@ def default_config(**overrides: Any) -> dict[str, Any]:
     **overrides
         Any key of the configuration: ``arch``, ``encoder``, ``in_channels``,
         ``classes``, ``tile``, ``encoder_depth``, ``decoder_channels``,
-        ``normalisation`` (dict with ``low``, ``high``) and ``labels``.
+        ``normalisation`` (dict with ``low``, ``high``) and ``labels``. With
+        ``classes=3`` and no ``labels``, the phases are ``{"pore": 0, "ysz": 1,
+        "ni": 2}``; a multi-class model always names its phases in
+        ``labels={"phases": {name: label value}}`` and must include ``"ni"``.
 
     Returns
     -------
@@ -90,6 +96,8 @@ def default_config(**overrides: Any) -> dict[str, Any]:
             f"unknown model config key(s) {sorted(unknown)}; known keys are {sorted(config)}."
         )
     config.update(copy.deepcopy(overrides))
+    if config["classes"] == len(DEFAULT_PHASES) and "labels" not in overrides:
+        config["labels"] = {"phases": dict(DEFAULT_PHASES)}
     _validate_config(config)
     return config
 
@@ -104,12 +112,48 @@ def _validate_config(config: dict[str, Any]) -> None:
             f"model normalisation {norm!r} needs numbers low < high "
             "(for example the 0.5 and 99.5 percentiles of the training data)."
         )
+    classes = config.get("classes")
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+        raise ValueError(f"model classes={classes!r} must be 1 (binary Ni) or the phase count.")
+    if classes > 1:
+        phases = (config.get("labels") or {}).get("phases")
+        if not isinstance(phases, dict) or len(phases) != classes:
+            raise ValueError(
+                f"a {classes}-class model needs labels={{'phases': {{name: value}}}} with "
+                f"{classes} phases (e.g. {{'pore': 0, 'ysz': 1, 'ni': 2}}), got {phases!r}."
+            )
+        values = list(phases.values())
+        if len(set(values)) != len(values) or not all(
+            isinstance(v, int) and 0 <= v <= 255 for v in values
+        ):
+            raise ValueError(
+                f"model phases {phases!r} need distinct integer label values in 0..255."
+            )
+        if "ni" not in phases:
+            raise ValueError(
+                f"model phases {phases!r} must include 'ni' (the phase volseg scores)."
+            )
     depth = int(config["encoder_depth"])
     if len(config["decoder_channels"]) != depth:
         raise ValueError(
             f"decoder_channels {config['decoder_channels']} must have "
             f"encoder_depth={depth} entries."
         )
+
+
+def model_phases(config: dict[str, Any]) -> dict[str, int] | None:
+    """``{phase name: label value}`` of a multi-class model (class ``i`` = ``i``-th entry);
+    None for a binary Ni model.
+
+    Examples
+    --------
+    >>> cfg = default_config(classes=3, labels={"phases": {"pore": 0, "ysz": 1, "ni": 2}})
+    >>> model_phases(cfg), model_phases(default_config())
+    ({'pore': 0, 'ysz': 1, 'ni': 2}, None)
+    """
+    if int(config.get("classes", 1)) == 1:
+        return None
+    return {str(k): int(v) for k, v in config["labels"]["phases"].items()}
 
 
 def _encoder_names() -> list[str]:
@@ -467,7 +511,10 @@ def normalise(raw: np.ndarray, normalisation: dict[str, Any]) -> np.ndarray:
 
 
 class TilePredictor:
-    """Callable mapping a float32 numpy batch ``(B, T, T)`` to Ni probabilities.
+    """Callable mapping a float32 numpy batch ``(B, T, T)`` to probabilities.
+
+    A binary model gives the Ni probability ``(B, T, T)`` (sigmoid); a multi-class
+    model the per-class probabilities ``(B, C, T, T)`` (softmax over the classes).
 
     Runs under :func:`torch.inference_mode` in channels-last memory format; on CUDA
     with half-precision autocast and pinned host memory, and asynchronously through
@@ -478,6 +525,7 @@ class TilePredictor:
     def __init__(self, loaded: LoadedModel, half: bool | None = None):
         self.network = loaded.network
         self.device = loaded.device
+        self.classes = int(loaded.config.get("classes", 1))
         self.half = (self.device.type == "cuda") if half is None else bool(half)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -503,7 +551,7 @@ class TilePredictor:
             return host, done
 
     def collect(self, handle: Any) -> np.ndarray:
-        """The probabilities of a submitted batch, float32 ``(B, T, T)``."""
+        """The probabilities of a submitted batch, float32 ``(B, T, T)`` or ``(B, C, T, T)``."""
         if isinstance(handle, np.ndarray):
             return handle
         host, done = handle
@@ -513,6 +561,8 @@ class TilePredictor:
     def _forward(self, tensor: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
             logits = self.network(tensor)
+        if self.classes > 1:
+            return torch.softmax(logits.float(), dim=1).contiguous()
         return torch.sigmoid(logits.float())[:, 0].contiguous()
 
 

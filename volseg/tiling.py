@@ -31,7 +31,9 @@ import numpy as np
 __all__ = [
     "BLEND_MODES",
     "PAD_MODES",
+    "DIHEDRAL",
     "AxisGrid",
+    "FlipRotateTTA",
     "apply_read_plan",
     "axis_grid",
     "PlaneGrid",
@@ -344,6 +346,7 @@ def stitch_block(
     *,
     blend: str = "gaussian",
     batch_size: int = 16,
+    channels: int | None = None,
 ) -> np.ndarray:
     """Predict every tile touching a block and blend them into the block's pixels.
 
@@ -366,11 +369,15 @@ def stitch_block(
     batch_size : int
         Tiles per call to ``predict``; tiles of all slices of the block are batched
         together.
+    channels : int, optional
+        The predictor returns ``(B, channels, tile, tile)`` (per-class
+        probabilities) instead of ``(B, tile, tile)``; each channel is blended alike.
 
     Returns
     -------
     numpy.ndarray
-        float32 ``(Z, y_stop - y_start, x_stop - x_start)``: ``sum(w*p) / sum(w)``.
+        float32 ``(Z, y_stop - y_start, x_stop - x_start)``: ``sum(w*p) / sum(w)``;
+        ``(channels, Z, ...)`` with ``channels``.
 
     Examples
     --------
@@ -410,7 +417,11 @@ def stitch_block(
     for _, block_sl, tile_sl in crops:
         weight_sum[block_sl] += weights[tile_sl]
 
-    out = np.zeros((n_z, y1 - y0, x1 - x0), dtype=np.float32)
+    lead = () if channels is None else (int(channels),)
+    expected = (*lead, tile, tile)
+    # (Z, [C,] h, w) while blending, so each slice's pixels are contiguous.
+    out = np.zeros((n_z, *lead, y1 - y0, x1 - x0), dtype=np.float32)
+    every = (slice(None),) * len(lead)
     n_tiles = len(crops)
     jobs = [(z, i) for z in range(n_z) for i in range(n_tiles)]
     # Two batch buffers: with an asynchronous predictor (``submit``/``collect``, as
@@ -425,15 +436,15 @@ def stitch_block(
 
     def blend_into(indices: range, prediction: np.ndarray) -> None:
         prediction = np.asarray(prediction, dtype=np.float32)
-        if prediction.shape != (len(indices), tile, tile):
+        if prediction.shape != (len(indices), *expected):
             raise ValueError(
                 f"predictor returned shape {prediction.shape}, "
-                f"expected {(len(indices), tile, tile)}."
+                f"expected {(len(indices), *expected)}."
             )
         for b, j in enumerate(indices):
             z, i = jobs[j]
             _, block_sl, tile_sl = crops[i]
-            out[z][block_sl] += weights[tile_sl] * prediction[b][tile_sl]
+            out[z][(*every, *block_sl)] += weights[tile_sl] * prediction[b][(*every, *tile_sl)]
 
     for number, indices in enumerate(iter_batches(len(jobs), batch_size)):
         batch = buffers[number % 2]
@@ -451,4 +462,76 @@ def stitch_block(
     if pending is not None:
         blend_into(pending[0], collect(pending[1]))
     out /= weight_sum
+    if channels is not None:
+        out = np.ascontiguousarray(out.transpose(1, 0, 2, 3))
     return out
+
+
+# The eight symmetries of a square tile (dihedral group D4): (quarter turns, flip).
+DIHEDRAL = tuple((k, flip) for flip in (False, True) for k in range(4))
+
+
+def _transform(batch: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    if flip:
+        batch = batch[..., ::-1]
+    return np.rot90(batch, k, axes=(-2, -1))
+
+
+def _inverse(batch: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    batch = np.rot90(batch, -k, axes=(-2, -1))
+    return batch[..., ::-1] if flip else batch
+
+
+class FlipRotateTTA:
+    """Test-time augmentation: average a predictor over the 8 flips and quarter turns.
+
+    Each batch of square tiles is predicted in all eight orientations of the
+    dihedral group D4; every prediction is turned back and the eight are averaged
+    in a fixed order (deterministic, so blocks stay chunk-invariant). Costs eight
+    forward passes per tile. Works with predictors returning ``(B, T, T)`` or
+    ``(B, C, T, T)``; asynchronous predictors (``submit``/``collect``) get all eight
+    orientations in flight before the first is collected.
+
+    Examples
+    --------
+    An equivariant predictor is unchanged; any predictor becomes equivariant (turning
+    the input turns the output):
+
+    >>> tiles = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4)
+    >>> bool(np.allclose(FlipRotateTTA(lambda b: b * 2)(tiles), tiles * 2))
+    True
+    >>> tta = FlipRotateTTA(lambda b: np.broadcast_to(b[:, :1, :], b.shape))
+    >>> turned = np.rot90(tiles, 1, axes=(1, 2))
+    >>> bool(np.allclose(tta(turned), np.rot90(tta(tiles), 1, axes=(1, 2))))
+    True
+    """
+
+    def __init__(self, predict: Predictor):
+        self.predict = predict
+        self._submit = getattr(predict, "submit", None)
+        self._collect = getattr(predict, "collect", None)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.collect(self.submit(batch))
+
+    def submit(self, batch: np.ndarray) -> list:
+        """Start the eight predictions of ``batch``; returns a handle for :meth:`collect`."""
+        handles = []
+        for k, flip in DIHEDRAL:
+            turned = np.ascontiguousarray(_transform(batch, k, flip))
+            if self._submit is not None and self._collect is not None:
+                handles.append(self._submit(turned))
+            else:
+                handles.append(np.asarray(self.predict(turned), dtype=np.float32))
+        return handles
+
+    def collect(self, handles: list) -> np.ndarray:
+        """The average of the eight predictions, each turned back, in a fixed order."""
+        total = None
+        for (k, flip), handle in zip(DIHEDRAL, handles):
+            if self._collect is not None and not isinstance(handle, np.ndarray):
+                handle = self._collect(handle)
+            back = _inverse(np.asarray(handle, dtype=np.float32), k, flip)
+            total = back.copy() if total is None else total + back
+        total /= np.float32(len(DIHEDRAL))
+        return total
