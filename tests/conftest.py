@@ -30,11 +30,9 @@ def small_config(**overrides):
     return vmodel.default_config(**settings)
 
 
-@pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory):
+def _random_checkpoint(path, config):
     """A random-weight checkpoint (deterministic: seeded)."""
     torch.manual_seed(0)
-    config = small_config()
     network = vmodel.build_unet(config)
     # Random BatchNorm statistics so that the network is not trivially smooth.
     with torch.no_grad():
@@ -45,9 +43,23 @@ def checkpoint(tmp_path_factory):
         # Centre the logits on synthetic data so the mask holds both classes.
         image, _ = synth.anode((2, 64, 64), seed=11, grain_sigma=4.0)
         sample = torch.from_numpy(vmodel.normalise(image, config["normalisation"]))[:, None]
-        network.segmentation_head[0].bias -= network.eval()(sample).median()
-    path = tmp_path_factory.mktemp("model") / "unet.pt"
+        logits = network.eval()(sample)
+        # Each class wins somewhere: centre every class's logits on its median.
+        network.segmentation_head[0].bias -= logits.transpose(0, 1).flatten(1).median(dim=1)[0]
     return vmodel.save_checkpoint(network, config, path)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """A random-weight binary checkpoint."""
+    return _random_checkpoint(tmp_path_factory.mktemp("model") / "unet.pt", small_config())
+
+
+@pytest.fixture(scope="session")
+def checkpoint3(tmp_path_factory):
+    """A random-weight three-phase (pore, YSZ, Ni) checkpoint."""
+    config = small_config(classes=3, labels={"phases": dict(synth.PHASES)})
+    return _random_checkpoint(tmp_path_factory.mktemp("model3") / "unet3.pt", config)
 
 
 @pytest.fixture(scope="session")

@@ -257,6 +257,12 @@ def recorded_label(scan: Scan, phase: str = "ni") -> float | None:
     return None
 
 
+def recorded_phases(scan: Scan) -> dict[str, int] | None:
+    """All phases recorded in a label volume's attrs (``{"pore": 0, "ysz": 1, "ni": 2}``)."""
+    phases = dict(getattr(scan.array, "attrs", None) or {}).get("phases")
+    return dict(phases) if isinstance(phases, dict) else None
+
+
 def open_truth(
     truth: Any,
     reference: Scan,

@@ -45,7 +45,8 @@ def training_curves(history: Any, path: str | Path, best_epoch: int | None = Non
     Parameters
     ----------
     history : pandas.DataFrame
-        Columns ``epoch``, ``loss``, ``val_loss``, ``val_ni_iou``, ``val_dice``.
+        Columns ``epoch``, ``loss``, ``val_loss``, ``val_ni_iou`` and any of
+        ``val_dice``, ``val_mean_iou`` and ``val_iou_<phase>`` (multi-class).
     path : path
         PNG to write.
     best_epoch : int, optional
@@ -62,8 +63,11 @@ def training_curves(history: Any, path: str | Path, best_epoch: int | None = Non
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
     ax_loss.legend(frameon=False)
-    ax_score.plot(history["epoch"], history["val_ni_iou"], color=COLOURS["green"], label="Ni IoU")
-    ax_score.plot(history["epoch"], history["val_dice"], color=COLOURS["purple"], label="Ni Dice")
+    curves = [("val_ni_iou", "Ni IoU"), ("val_dice", "Ni Dice"), ("val_mean_iou", "mean IoU")]
+    curves += [(c, f"{c[8:]} IoU") for c in history.columns if c.startswith("val_iou_")]
+    colours = [COLOURS[c] for c in ("green", "purple", "black", "sky", "vermillion", "orange")]
+    for (column, label), colour in zip([c for c in curves if c[0] in history], colours):
+        ax_score.plot(history["epoch"], history[column], color=colour, label=label)
     ax_score.set_xlabel("epoch")
     ax_score.set_ylabel("validation score")
     ax_score.legend(frameon=False)

@@ -529,7 +529,7 @@ class FlipRotateTTA:
         """The average of the eight predictions, each turned back, in a fixed order."""
         total = None
         for (k, flip), handle in zip(DIHEDRAL, handles):
-            if self._collect is not None and not isinstance(handle, np.ndarray):
+            if self._submit is not None and self._collect is not None:
                 handle = self._collect(handle)
             back = _inverse(np.asarray(handle, dtype=np.float32), k, flip)
             total = back.copy() if total is None else total + back

@@ -28,7 +28,9 @@ __all__ = ["TrainResult", "train"]
 
 log = logging.getLogger(__name__)
 
-LOSSES = ("bce", "dice", "bce+dice")
+LOSSES = ("bce", "dice", "bce+dice", "ce", "ce+dice")
+BINARY_LOSSES = ("bce", "dice", "bce+dice")
+MULTICLASS_LOSSES = ("ce", "dice", "ce+dice")
 # Volumes up to this size are read into memory once; larger ones are cropped from storage.
 CACHE_BYTES = 2 << 30
 
@@ -65,6 +67,7 @@ class _Pair:
     train_z: tuple[int, int]
     val_z: tuple[int, int]
     recorded_ni: float | None = None  # Ni value recorded in the labels' attrs
+    recorded_phases: dict | None = None  # all phases recorded there
 
 
 def _as_list(value: Any) -> list:
@@ -105,6 +108,7 @@ def _open_pairs(images, labels, val_fraction: float, val_gap: int) -> list[_Pair
                 (0, n_train),
                 (depth - n_val, depth),
                 vio.recorded_label(label, "ni"),
+                vio.recorded_phases(label),
             )
         )
     return pairs
@@ -131,15 +135,26 @@ def _read_crop(array: Any, z: int, y0: int, x0: int, tile: int) -> np.ndarray:
 
 
 class _Crops:
-    """Random training crops and fixed validation tiles."""
+    """Random training crops and fixed validation tiles.
+
+    Targets are float 0/1 Ni masks ``(1, T, T)`` for a binary model, and int64 class
+    indices ``(T, T)`` for a multi-class one (``phases``: the label value of each
+    class; other values are unlabelled, -1, and ignored by the loss).
+    """
 
     def __init__(
-        self, pairs: list[_Pair], tile: int, ni_label: float, normalisation: dict | None = None
+        self,
+        pairs: list[_Pair],
+        tile: int,
+        ni_label: float,
+        normalisation: dict | None = None,
+        phases: dict | None = None,
     ):
         self.pairs = pairs
         self.tile = tile
         self.ni_label = ni_label
         self.normalisation = normalisation
+        self.phases = phases
         weights = np.array(
             [(p.train_z[1] - p.train_z[0]) * np.prod(p.image.shape[1:]) for p in pairs]
         )
@@ -147,8 +162,13 @@ class _Crops:
 
     def _pair_crop(self, pair: _Pair, z: int, y0: int, x0: int) -> tuple[np.ndarray, np.ndarray]:
         image = vmodel.normalise(_read_crop(pair.image, z, y0, x0, self.tile), self.normalisation)
-        labels = _read_crop(pair.labels, z, y0, x0, self.tile) == self.ni_label
-        return image, labels.astype(np.float32)
+        labels = _read_crop(pair.labels, z, y0, x0, self.tile)
+        if self.phases is None:
+            return image, (labels == self.ni_label).astype(np.float32)
+        target = np.full(labels.shape, -1, dtype=np.int64)
+        for index, value in enumerate(self.phases.values()):
+            target[labels == value] = index
+        return image, target
 
     def random_position(self, rng: np.random.Generator) -> tuple[_Pair, int, int, int]:
         """A random crop of the training slabs: (pair, z, y0, x0), weighted by their size."""
@@ -169,13 +189,18 @@ class _Crops:
 
     def random_batch(self, rng: np.random.Generator, size: int, augment: bool):
         images = np.empty((size, 1, self.tile, self.tile), np.float32)
-        targets = np.empty_like(images)
+        targets = []
         for i in range(size):
             image, target = self._pair_crop(*self.random_position(rng))
             if augment:
                 image, target = _augment(image, target, rng)
-            images[i, 0], targets[i, 0] = image, target
-        return torch.from_numpy(images), torch.from_numpy(targets)
+            images[i, 0] = image
+            targets.append(target)
+        return torch.from_numpy(images), torch.from_numpy(self._stack(targets))
+
+    def _stack(self, targets: list[np.ndarray]) -> np.ndarray:
+        stacked = np.stack(targets)
+        return stacked[:, None] if self.phases is None else stacked
 
     def validation_tiles(self, max_tiles: int, rng: np.random.Generator):
         """Fixed tiles of the held-out slabs (a deterministic subset when there are many)."""
@@ -196,9 +221,7 @@ class _Crops:
             targets.append(target)
         if not images:
             return None
-        return torch.from_numpy(np.stack(images)[:, None]), torch.from_numpy(
-            np.stack(targets)[:, None]
-        )
+        return torch.from_numpy(np.stack(images)[:, None]), torch.from_numpy(self._stack(targets))
 
 
 def _augment(image: np.ndarray, target: np.ndarray, rng: np.random.Generator):
@@ -212,7 +235,9 @@ def _augment(image: np.ndarray, target: np.ndarray, rng: np.random.Generator):
     return np.ascontiguousarray(image * scale + shift), np.ascontiguousarray(target)
 
 
-def _loss_fn(kind: str):
+def _loss_fn(kind: str, classes: int = 1):
+    if classes > 1:
+        return _multiclass_loss(kind)
     bce = torch.nn.BCEWithLogitsLoss()
 
     def soft_dice(logits, target):
@@ -225,6 +250,51 @@ def _loss_fn(kind: str):
     if kind == "dice":
         return soft_dice
     return lambda logits, target: bce(logits, target) + soft_dice(logits, target)
+
+
+def _multiclass_loss(kind: str):
+    """Cross-entropy and/or soft Dice averaged over the classes; label -1 is ignored."""
+    cross_entropy = torch.nn.CrossEntropyLoss(ignore_index=-1)
+
+    def soft_dice(logits, target):
+        labelled = (target >= 0).unsqueeze(1)
+        prob = torch.softmax(logits, dim=1) * labelled
+        one_hot = torch.nn.functional.one_hot(target.clamp(min=0), logits.shape[1])
+        one_hot = one_hot.permute(0, 3, 1, 2).to(prob.dtype) * labelled
+        inter = (prob * one_hot).sum(dim=(0, 2, 3))
+        sums = prob.sum(dim=(0, 2, 3)) + one_hot.sum(dim=(0, 2, 3))
+        return (1 - (2 * inter + 1) / (sums + 1)).mean()
+
+    if kind == "ce":
+        return cross_entropy
+    if kind == "dice":
+        return soft_dice
+    return lambda logits, target: cross_entropy(logits, target) + soft_dice(logits, target)
+
+
+def _evaluate_multiclass(network, validation, loss_fn, device, batch_size, phases):
+    images, targets = validation
+    network.eval()
+    names = list(phases)
+    total_loss = 0.0
+    confusion = np.zeros((len(names), len(names)), dtype=np.int64)
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            image = images[start : start + batch_size].to(device)
+            target = targets[start : start + batch_size].to(device)
+            logits = network(image)
+            total_loss += float(loss_fn(logits, target)) * len(image)
+            confusion += metrics.confusion_matrix(
+                target.cpu().numpy(), logits.argmax(dim=1).cpu().numpy(), list(range(len(names)))
+            )
+    scores = metrics.phase_scores(confusion, names)
+    row = {
+        "val_loss": total_loss / len(images),
+        "val_ni_iou": scores["iou"]["ni"],
+        "val_mean_iou": scores["mean_iou"],
+    }
+    row.update({f"val_iou_{name}": scores["iou"][name] for name in names})
+    return row
 
 
 def _evaluate(network, validation, loss_fn, device, batch_size: int) -> dict[str, float]:
@@ -258,7 +328,7 @@ def _validate(tile, batch_size, epochs, lr, loss, val_fraction, patience):
             raise ValueError(f"{name}={value!r} must be a positive integer.")
     if not lr > 0:
         raise ValueError(f"lr={lr!r} must be positive, e.g. 1e-3.")
-    if loss not in LOSSES:
+    if loss is not None and loss not in LOSSES:
         raise ValueError(f"loss={loss!r} is not known; use one of {', '.join(LOSSES)}.")
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction={val_fraction!r} must lie in (0, 1), e.g. 0.2.")
@@ -290,7 +360,7 @@ def train(
     batch_size: int = 16,
     epochs: int = 100,
     lr: float = 1e-3,
-    loss: str = "bce+dice",
+    loss: str | None = None,
     augment: bool = True,
     val_fraction: float = 0.2,
     patience: int = 10,
@@ -305,6 +375,8 @@ def train(
     decoder_channels: list[int] | None = None,
     resume_from: str | Path | None = None,
     overwrite: bool = False,
+    classes: int = 1,
+    phases: dict[str, int] | None = None,
 ) -> TrainResult:
     """Train (fine-tune) the Ni U-Net on labelled volumes.
 
@@ -326,7 +398,9 @@ def train(
         Value of Ni in ``labels``; default from the labels' attrs, else 1.
     tile, batch_size, epochs, lr : int, int, int, float
         Crop size, crops per step, maximum epochs, Adam learning rate.
-    loss : {"bce+dice", "bce", "dice"}
+    loss : {"bce+dice", "bce", "dice", "ce+dice", "ce"}, optional
+        Default ``"bce+dice"`` (binary) or ``"ce+dice"`` (multi-class: cross-entropy
+        plus the soft Dice loss averaged over the classes).
     augment : bool
         Flips, 90-degree rotations and intensity jitter of the training crops.
     val_fraction : float
@@ -352,6 +426,14 @@ def train(
         Continue from this checkpoint (weights, config and history).
     overwrite : bool
         Replace an existing ``out``.
+    classes : int
+        1: a binary Ni model (sigmoid). 3 (or more): one class per phase (softmax),
+        for example pore, YSZ and Ni; early stopping then follows the mean IoU over
+        the phases, and label values not in ``phases`` are ignored as unlabelled.
+    phases : dict, optional
+        ``{name: label value}`` of the classes, in class order; must include
+        ``"ni"``. Default: the phases recorded in the labels' attrs (volseg.synth
+        records ``{"pore": 0, "ysz": 1, "ni": 2}``), else that mapping.
 
     Returns
     -------
@@ -359,6 +441,11 @@ def train(
     """
     _validate(tile, batch_size, epochs, lr, loss, val_fraction, patience)
     _validate_split(val_gap, val_tiles)
+    requested_loss = loss
+    if phases is not None and classes == 1:
+        raise ValueError(
+            f"phases={phases!r} needs a multi-class model: pass classes={len(phases)} too."
+        )
     out = Path(out)
     if out.exists() and not overwrite and (resume_from is None or Path(resume_from) != out):
         raise FileExistsError(
@@ -374,7 +461,17 @@ def train(
 
     history: list[dict] = []
     previous = None if resume_from is None else vmodel.load_checkpoint(resume_from, torch_device)
-    crops = _Crops(pairs, previous.config["tile"] if previous else tile, ni_label)
+    if previous is not None:
+        # The checkpoint decides the classes; its loss unless another one is asked for.
+        classes = int(previous.config["classes"])
+        phases = vmodel.model_phases(previous.config)
+        requested_loss = requested_loss or previous.training.get("loss")
+    loss = _loss_for(requested_loss, classes)
+    if previous is None and classes > 1:
+        phases = _training_phases(phases, pairs, classes)
+    elif previous is None:
+        phases = None
+    crops = _Crops(pairs, previous.config["tile"] if previous else tile, ni_label, phases=phases)
     if previous is not None:
         config = previous.config
         network = previous.network
@@ -386,9 +483,15 @@ def train(
             encoder_depth=encoder_depth,
             decoder_channels=decoder_channels or [256, 128, 64, 32, 16][:encoder_depth],
             normalisation=crops.sample_normalisation(rng),
-            labels={"ni_label": 1, "names": {"0": "background", "1": "Ni"}},
+            classes=int(classes),
+            labels=(
+                {"ni_label": 1, "names": {"0": "background", "1": "Ni"}}
+                if phases is None
+                else {"phases": phases}
+            ),
         )
         network = vmodel.build_unet(config, encoder_weights=encoder_weights)
+    monitor = "val_ni_iou" if phases is None else "val_mean_iou"
     network.to(torch_device)
     _freeze(network, freeze_encoder)
     if previous is not None and Path(resume_from).resolve() != out.resolve():
@@ -398,7 +501,7 @@ def train(
     validation = crops.validation_tiles(val_tiles, np.random.default_rng(seed + 1))
     if validation is None:
         raise ValueError("no validation tiles: increase val_fraction or give more slices.")
-    if not bool(validation[1].any()):
+    if phases is None and not bool(validation[1].any()):
         raise ValueError(
             f"the validation slabs hold no Ni (label {ni_label}); Ni IoU cannot be measured: "
             "check ni_label, or hold out slices that contain Ni (val_fraction)."
@@ -415,9 +518,9 @@ def train(
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimiser, mode="max", factor=0.5, patience=max(1, patience // 3)
     )
-    loss_fn = _loss_fn(loss)
-    best_iou = max((h["val_ni_iou"] for h in history), default=-1.0)
-    best_epoch = max(history, key=lambda h: h["val_ni_iou"])["epoch"] if history else 0
+    loss_fn = _loss_fn(loss, int(classes))
+    best_iou = max((h[monitor] for h in history), default=-1.0)
+    best_epoch = max(history, key=lambda h: h[monitor])["epoch"] if history else 0
     first_epoch = len(history) + 1
     record = {
         "images": [p.name for p in pairs],
@@ -426,6 +529,7 @@ def train(
         "encoder_weights": str(encoder_weights) if encoder_weights else None,
         "freeze_encoder": freeze_encoder,
         "loss": loss,
+        "monitor": monitor,
         "batch_size": batch_size,
         "steps_per_epoch": steps_per_epoch,
         "seed": seed,
@@ -449,7 +553,12 @@ def train(
             batch_loss.backward()
             optimiser.step()
             total += float(batch_loss.detach())
-        scores = _evaluate(network, validation, loss_fn, torch_device, batch_size)
+        if phases is None:
+            scores = _evaluate(network, validation, loss_fn, torch_device, batch_size)
+        else:
+            scores = _evaluate_multiclass(
+                network, validation, loss_fn, torch_device, batch_size, phases
+            )
         row = {
             "epoch": epoch,
             "loss": total / steps_per_epoch,
@@ -458,11 +567,11 @@ def train(
             "seconds": time.perf_counter() - started,
         }
         history.append(row)
-        scheduler.step(scores["val_ni_iou"])
-        bar.set_postfix(loss=f"{row['loss']:.3f}", val_iou=f"{row['val_ni_iou']:.3f}")
+        scheduler.step(scores[monitor])
+        bar.set_postfix(loss=f"{row['loss']:.3f}", val_iou=f"{row[monitor]:.3f}")
         log.info("epoch %d: %s", epoch, row)
-        if scores["val_ni_iou"] > best_iou:
-            best_iou, best_epoch, stale = scores["val_ni_iou"], epoch, 0
+        if scores[monitor] > best_iou:
+            best_iou, best_epoch, stale = scores[monitor], epoch, 0
             training = {**record, "history": history, "best_epoch": epoch, "val": scores}
             vmodel.save_checkpoint(network, config, out, training=training, overwrite=True)
         else:
@@ -475,6 +584,38 @@ def train(
     _write_history(out, table, best_epoch)
     vmodel.update_training(out, {"history": history})
     return TrainResult(out, table, int(best_epoch), float(best_iou), config)
+
+
+def _fits(loss: str, classes: int) -> bool:
+    return loss in (BINARY_LOSSES if classes == 1 else MULTICLASS_LOSSES)
+
+
+def _loss_for(loss: str | None, classes: Any) -> str:
+    """The loss to use: the given one if it fits the class count, else the default."""
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1 or classes == 2:
+        raise ValueError(
+            f"classes={classes!r} must be 1 (binary Ni, sigmoid) or the number of phases, "
+            "3 or more (e.g. 3 for pore, YSZ, Ni); a two-phase model is classes=1."
+        )
+    if loss is None:
+        return "bce+dice" if classes == 1 else "ce+dice"
+    if not _fits(loss, classes):
+        allowed = BINARY_LOSSES if classes == 1 else MULTICLASS_LOSSES
+        raise ValueError(
+            f"loss={loss!r} does not fit classes={classes}; use one of {', '.join(allowed)}."
+        )
+    return loss
+
+
+def _training_phases(phases: dict | None, pairs: list[_Pair], classes: int) -> dict[str, int]:
+    if phases is None:
+        phases = pairs[0].recorded_phases or dict(vmodel.DEFAULT_PHASES)
+    if not isinstance(phases, dict) or len(phases) != classes or "ni" not in phases:
+        raise ValueError(
+            f"phases={phases!r} must map {classes} phase names, including 'ni', to their "
+            "label values, e.g. {'pore': 0, 'ysz': 1, 'ni': 2}."
+        )
+    return {str(k): int(v) for k, v in phases.items()}
 
 
 def history_paths(out: str | Path) -> tuple[Path, Path]:

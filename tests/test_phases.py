@@ -1,0 +1,300 @@
+"""Beyond binary, beyond one plane: multi-class models, axes="zyx", TTA and refinement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import volseg
+from volseg import inference, metrics, synth, tiling
+from volseg import io as vio
+from volseg import model as vmodel
+
+RUN = {"tile": 64, "overlap": 0.25, "device": "cpu", "progress": False}
+
+
+def run(scan, checkpoint, out=None, **kwargs):
+    return volseg.segment(scan, model=checkpoint, out=out, **{**RUN, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def small_anode():
+    """A scan small enough for eight orientations on three axes: (4, 40, 52)."""
+    return synth.anode((4, 40, 52), seed=7, grain_sigma=4.0)
+
+
+@pytest.fixture(scope="module")
+def sharp_checkpoint(checkpoint, tmp_path_factory):
+    """The random binary model with logits scaled up: some voxels certain, some not."""
+    loaded = vmodel.load_checkpoint(checkpoint)
+    head = loaded.network.segmentation_head[0]
+    with torch.no_grad():
+        head.weight *= 8
+        head.bias *= 8
+    path = tmp_path_factory.mktemp("sharp") / "sharp.pt"
+    return vmodel.save_checkpoint(loaded.network, loaded.config, path)
+
+
+# --------------------------------------------------------------------------- tiling pieces
+
+
+def test_stitch_block_blends_every_channel_like_a_single_one():
+    volume = np.random.default_rng(1).random((2, 50, 70)).astype(np.float32)
+    grid = tiling.plane_grid((50, 70), tile=32, overlap=0.5)
+    plan = tiling.reflected_read_plan(grid, (10, 40), (5, 60))
+    window = tiling.apply_read_plan(plan, volume[:, plan.y_read, plan.x_read])
+    single = tiling.stitch_block(window, grid, (10, 40), (5, 60), lambda t: t * t)
+    both = tiling.stitch_block(
+        window, grid, (10, 40), (5, 60), lambda t: np.stack([t * t, 1 - t], axis=1), channels=2
+    )
+    assert both.shape == (2, *single.shape)
+    np.testing.assert_array_equal(both[0], single)
+    np.testing.assert_allclose(both[1], 1 - volume[:, 10:40, 5:60], atol=1e-6)
+    with pytest.raises(ValueError, match="expected"):
+        tiling.stitch_block(window, grid, (10, 40), (5, 60), lambda t: t, channels=2)
+
+
+def test_tta_makes_any_predictor_equivariant_to_flips_and_turns():
+    tiles = np.random.default_rng(2).random((3, 16, 16)).astype(np.float32)
+
+    def lopsided(batch):  # depends on the position: not equivariant by itself
+        return batch * np.linspace(0, 1, batch.shape[-1], dtype=np.float32)
+
+    tta = tiling.FlipRotateTTA(lopsided)
+    for k, flip in tiling.DIHEDRAL:
+        turned = np.ascontiguousarray(tiling._transform(tiles, k, flip))
+        np.testing.assert_allclose(tta(turned), tiling._transform(tta(tiles), k, flip), atol=1e-6)
+    assert not np.allclose(tta(tiles), lopsided(tiles))
+    # An equivariant predictor is unchanged.
+    np.testing.assert_allclose(tiling.FlipRotateTTA(np.sqrt)(tiles), np.sqrt(tiles), atol=1e-6)
+
+
+def test_tta_uses_an_asynchronous_predictor_with_all_orientations_in_flight():
+    calls = []
+
+    class Async:
+        def __call__(self, batch):
+            raise AssertionError("the synchronous path must not be used")
+
+        def submit(self, batch):
+            calls.append("submit")
+            return np.stack([batch, batch * 2], axis=1)  # (B, 2, T, T)
+
+        def collect(self, handle):
+            calls.append("collect")
+            return handle
+
+    tiles = np.random.default_rng(3).random((2, 8, 8)).astype(np.float32)
+    out = tiling.FlipRotateTTA(Async())(tiles)
+    assert calls == ["submit"] * 8 + ["collect"] * 8
+    np.testing.assert_allclose(out, np.stack([tiles, tiles * 2], axis=1), atol=1e-6)
+
+
+# --------------------------------------------------------------------------- axes="zyx"
+
+
+def _plane_reference(volume: np.ndarray, loaded, tile: int) -> np.ndarray:
+    """Whole planes (index 0 = plane axis), mirrored by np.pad, tiles on the global grid."""
+    grid = tiling.plane_grid(volume.shape[1:], tile, 0.25)
+    weights = tiling.blend_window(tile).astype(np.float64)
+    pad = 2 * tile
+    plane = np.pad(volume, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
+    acc = np.zeros(plane.shape)
+    wsum = np.zeros(plane.shape[1:])
+    for ky in range(grid.y.count):
+        for kx in range(grid.x.count):
+            oy, ox = grid.y.origin(ky) + pad, grid.x.origin(kx) + pad
+            tiles = torch.from_numpy(plane[:, None, oy : oy + tile, ox : ox + tile].copy())
+            with torch.no_grad():
+                prob = torch.sigmoid(loaded.network(tiles))[:, 0].numpy()
+            acc[:, oy : oy + tile, ox : ox + tile] += weights * prob
+            wsum[oy : oy + tile, ox : ox + tile] += weights
+    inner = (slice(None), slice(pad, pad + volume.shape[1]), slice(pad, pad + volume.shape[2]))
+    return acc[inner] / wsum[inner[1:]]
+
+
+def test_zyx_is_the_mean_of_whole_plane_references_along_each_axis(small_anode, checkpoint):
+    image, _ = small_anode
+    loaded = vmodel.load_checkpoint(checkpoint)
+    volume = vmodel.normalise(image, loaded.config["normalisation"])
+    along_z = _plane_reference(volume, loaded, 64)
+    along_y = _plane_reference(volume.transpose(1, 0, 2), loaded, 64).transpose(1, 0, 2)
+    along_x = _plane_reference(volume.transpose(2, 0, 1), loaded, 64).transpose(1, 2, 0)
+    expected = (along_z + along_y + along_x) / 3
+    result = run(image, checkpoint, axes="zyx", chunks=(3, 24, 30), save_prob="float32")
+    np.testing.assert_allclose(result.prob[...], expected, atol=1e-5)
+    # The y and x slices see something else than the z slices: fusion changes the result.
+    assert np.abs(expected - along_z).max() > 0.01
+
+
+def test_zyx_is_chunk_invariant(small_anode, checkpoint):
+    image, _ = small_anode
+    results = [
+        run(image, checkpoint, axes="zyx", chunks=c, save_prob="float32")
+        for c in ((4, 40, 52), (1, 17, 25), (3, 40, 20))
+    ]
+    assert 0 < results[0].mask[...].mean() < 1
+    for result in results[1:]:
+        np.testing.assert_array_equal(result.mask[...], results[0].mask[...])
+        np.testing.assert_allclose(result.prob[...], results[0].prob[...], atol=1e-5, rtol=0)
+
+
+def test_tta_is_chunk_invariant_and_changes_the_probabilities(small_anode, checkpoint3):
+    image, labels = small_anode
+    plain = run(image, checkpoint3, chunks=(4, 40, 52), save_prob="float32")
+    results = [
+        run(image, checkpoint3, tta=True, chunks=c, save_prob="float32")
+        for c in ((4, 40, 52), (2, 13, 29))
+    ]
+    np.testing.assert_array_equal(results[1].group["labels"][...], results[0].group["labels"][...])
+    np.testing.assert_allclose(results[1].prob[...], results[0].prob[...], atol=1e-5, rtol=0)
+    assert np.abs(results[0].prob[...] - plain.prob[...]).max() > 0.01
+
+
+# --------------------------------------------------------------------------- three phases
+
+
+def test_three_phase_model_writes_labels_mask_probabilities_and_phase_stats(
+    scan_zarr, checkpoint3, tmp_path
+):
+    result = run(
+        scan_zarr / "image",
+        checkpoint3,
+        tmp_path / "out.zarr",
+        truth=scan_zarr / "labels",
+        chunks=(2, 48, 64),
+        save_prob="float32",
+    )
+    labels = result.group["labels"][...]
+    truth = np.asarray(vio.open_scan(scan_zarr / "labels").array[...])
+    assert set(np.unique(labels)) == {0, 1, 2}  # every phase wins somewhere
+    np.testing.assert_array_equal(result.mask[...], (labels == 2).astype(np.uint8))
+    prob = result.prob[...]
+    assert prob.shape == (3, *labels.shape)
+    np.testing.assert_allclose(prob.sum(axis=0), 1, atol=1e-5)
+    np.testing.assert_array_equal(np.argmax(prob, axis=0), labels)  # values 0, 1, 2 = classes
+    # Pooled phase scores equal those of the whole arrays.
+    expected = metrics.phase_scores(metrics.confusion_matrix(truth, labels, [0, 1, 2]), list("pyn"))
+    summary = result.summary
+    assert summary["confusion"] == metrics.confusion_matrix(truth, labels, [0, 1, 2]).tolist()
+    assert list(summary["phase_iou"]) == ["pore", "ysz", "ni"]
+    np.testing.assert_allclose(list(summary["phase_iou"].values()), list(expected["iou"].values()))
+    assert summary["ni_iou"] == pytest.approx(summary["phase_iou"]["ni"])
+    assert sum(summary["phase_fractions"].values()) == pytest.approx(1.0)
+    stats = result.stats
+    for name in ("pore", "ysz", "ni"):
+        assert f"iou_{name}" in stats and f"{name}_fraction" in stats
+    np.testing.assert_allclose(
+        stats[["pore_fraction", "ysz_fraction", "ni_fraction"]].sum(axis=1), 1.0
+    )
+    # The stored labels carry their phases, so measure/evaluate can read them.
+    assert dict(result.group["labels"].attrs)["phases"] == {"pore": 0, "ysz": 1, "ni": 2}
+    assert inference.output_phases(vio.open_output(result.path)) == {"pore": 0, "ysz": 1, "ni": 2}
+
+
+def test_phase_ni_writes_only_the_ni_mask_of_a_three_phase_model(scan_zarr, checkpoint3, tmp_path):
+    full = run(scan_zarr / "image", checkpoint3, tmp_path / "full.zarr", save_prob="float32")
+    ni = run(
+        scan_zarr / "image", checkpoint3, tmp_path / "ni.zarr", phase="ni", save_prob="float32"
+    )
+    assert "labels" not in ni.group and ni.prob.shape == full.mask.shape
+    np.testing.assert_array_equal(ni.mask[...], full.mask[...])
+    np.testing.assert_array_equal(ni.prob[...], full.prob[2])
+    assert "phase_fractions" not in ni.summary
+
+
+def test_three_phase_truth_with_other_values_is_matched_by_phase_name(
+    small_anode, checkpoint3, tmp_path
+):
+    image, labels = small_anode
+    reference = run(image, checkpoint3, truth=labels)
+    # The same phases stored as 10 (pore), 20 (ysz), 30 (ni), recorded in the attrs.
+    remapped = (labels.astype(np.uint8) + 1) * 10
+    vio.write_arrays(
+        tmp_path / "t.zarr",
+        {"labels": remapped},
+        chunks=labels.shape,
+        array_attrs={"labels": {"phases": {"pore": 10, "ysz": 20, "ni": 30}}},
+    )
+    again = run(image, checkpoint3, truth=tmp_path / "t.zarr" / "labels")
+    assert again.summary["confusion"] == reference.summary["confusion"]
+    assert again.summary["ni_iou"] == reference.summary["ni_iou"]
+
+
+# --------------------------------------------------------------------------- refinement
+
+
+def test_refine_reruns_exactly_the_uncertain_chunks_with_zyx_and_tta(small_anode, sharp_checkpoint):
+    checkpoint = sharp_checkpoint
+    image, _ = small_anode
+    chunks = (4, 20, 26)
+    plain = run(image, checkpoint, chunks=chunks, save_prob="float32")
+    fractions = plain.stats["uncertain_fraction"].to_numpy()
+    assert len(np.unique(fractions)) > 1
+    threshold = float(np.median(fractions))
+    refined = run(
+        image,
+        checkpoint,
+        chunks=chunks,
+        save_prob="float32",
+        refine="uncertain",
+        refine_threshold=threshold,
+    )
+    expected = fractions > threshold
+    assert 0 < expected.sum() < len(expected)
+    np.testing.assert_array_equal(refined.stats["refined"].to_numpy(), expected)
+    assert refined.summary["chunks_refined"] == int(expected.sum())
+    full = run(image, checkpoint, chunks=chunks, save_prob="float32", axes="zyx", tta=True)
+    for row, was_refined in zip(plain.stats.itertuples(), expected):
+        region = (slice(row.z0, row.z1), slice(row.y0, row.y1), slice(row.x0, row.x1))
+        source = full if was_refined else plain
+        np.testing.assert_array_equal(refined.mask[region], source.mask[region])
+        np.testing.assert_allclose(refined.prob[region], source.prob[region], atol=1e-5)
+    # Recorded counts are those of the written (refined) chunks.
+    rows = list(refined.stats.itertuples())
+    np.testing.assert_array_equal(
+        refined.stats["ni_voxels"],
+        [int(refined.mask[r.z0 : r.z1, r.y0 : r.y1, r.x0 : r.x1].sum()) for r in rows],
+    )
+
+
+def test_refine_interrupted_resumes_to_the_same_result(
+    small_anode, checkpoint, tmp_path, monkeypatch
+):
+    image, _ = small_anode
+    settings = {"chunks": (4, 20, 26), "refine": "uncertain", "refine_threshold": 0.0}
+    reference = run(image, checkpoint, tmp_path / "ref.zarr", **settings)
+    assert reference.stats["refined"].all()
+    original = inference._block_probability
+
+    def fail_one_refinement(region, plan, box, settings):
+        # The refinement pass runs with tta; fail in the middle of chunk (0, 1, 0).
+        if settings.tta and region[1].start == 20 and region[2].start == 0:
+            raise RuntimeError("simulated failure while refining")
+        return original(region, plan, box, settings)
+
+    monkeypatch.setattr(inference, "_block_probability", fail_one_refinement)
+    out = tmp_path / "o.zarr"
+    with pytest.raises(RuntimeError, match="while refining"):
+        run(image, checkpoint, out, **settings)
+    partial = vio.open_output(out)
+    assert partial.attrs["status"] == "running"
+    assert not partial.read_stats()["done"][0, 1, 0]  # a chunk being rewritten is not done
+    monkeypatch.setattr(inference, "_block_probability", original)
+    resumed = run(image, checkpoint, out, resume=True, **settings)
+    np.testing.assert_array_equal(resumed.mask[...], reference.mask[...])
+    assert resumed.stats["refined"].all()
+
+
+def test_bad_modes_are_refused_with_the_choices(small_anode, checkpoint):
+    image, _ = small_anode
+    for kwargs, message in (
+        ({"axes": "xy"}, "axes='xy' is not known"),
+        ({"tta": "yes"}, "tta='yes' must be True or False"),
+        ({"refine": "all"}, "refine='all' is not known"),
+        ({"refine_threshold": 1.5}, "refine_threshold=1.5"),
+        ({"phase": "ysz"}, "phase='ysz' is not known"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            run(image, checkpoint, **kwargs)
