@@ -384,6 +384,7 @@ PORE, YSZ, NI = 0, 1, 2
 SHARED_KEYS = {
     "shape",
     "voxel_size",
+    "unit",
     "chunks",
     "connectivity",
     "max_radius",

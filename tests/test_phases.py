@@ -298,3 +298,150 @@ def test_bad_modes_are_refused_with_the_choices(small_anode, checkpoint):
     ):
         with pytest.raises(ValueError, match=message):
             run(image, checkpoint, **kwargs)
+
+
+# --------------------------------------------------------------------------- voxel size
+
+
+def test_voxel_size_travels_from_ome_zarr_scan_to_output_and_measures(
+    small_anode, checkpoint3, tmp_path
+):
+    import zarr
+
+    image, _ = small_anode
+    group = zarr.open_group(tmp_path / "scan.ome.zarr", mode="w")
+    group.attrs["ome"] = vio.ome_multiscales(["0"], (0.5, 0.02, 0.02), unit="micrometer")
+    group.create_array("0", shape=image.shape, chunks=image.shape, dtype=image.dtype)[...] = image
+    assert vio.recorded_voxel_size(vio.open_scan(tmp_path / "scan.ome.zarr")) == (
+        (0.5, 0.02, 0.02),
+        "micrometer",
+    )
+    result = run(tmp_path / "scan.ome.zarr", checkpoint3, tmp_path / "out.zarr")
+    scale = result.group.attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"]
+    assert scale[0]["scale"] == [0.5, 0.02, 0.02]
+    in_voxels = volseg.measure(result.mask[...])
+    physical = volseg.measure(tmp_path / "out.zarr")
+    assert (physical["unit"], physical["voxel_size"]) == ("micrometer", [0.5, 0.02, 0.02])
+    assert in_voxels["unit"] is None
+    assert physical["total_volume"] == pytest.approx(in_voxels["total_volume"] * 0.5 * 0.02 * 0.02)
+    phases = volseg.measure_phases(tmp_path / "out.zarr")  # the labels array of the output
+    assert phases["unit"] == "micrometer"
+    assert phases["phase_fractions"]["ni"] == pytest.approx(physical["volume_fraction"])
+    # An explicit voxel size wins over the recorded one.
+    assert (
+        volseg.measure(tmp_path / "out.zarr", voxel_size=(1, 1, 1))["total_volume"]
+        == (in_voxels["total_volume"])
+    )
+
+
+def test_evaluate_scores_a_three_phase_output_per_phase_and_per_chunk(
+    scan_zarr, checkpoint3, tmp_path
+):
+    out = tmp_path / "out.zarr"
+    segmented = run(scan_zarr / "image", checkpoint3, out, chunks=(2, 48, 64))
+    evaluation = volseg.evaluate(out, scan_zarr / "labels", baseline="none")
+    labels = segmented.group["labels"][...]
+    truth = np.asarray(vio.open_scan(scan_zarr / "labels").array[...])
+    expected = metrics.confusion_matrix(truth, labels, [0, 1, 2])
+    assert evaluation.summary["confusion"] == expected.tolist()
+    assert evaluation.summary["ni_iou"] == pytest.approx(evaluation.summary["phase_iou"]["ni"])
+    assert {"iou_pore", "iou_ysz", "iou_ni", "mean_iou"} <= set(evaluation.chunks)
+    # Stored per chunk: the stats table of the output now has the phase scores.
+    table = volseg.open_result(out).stats
+    np.testing.assert_allclose(table["iou_ysz"], evaluation.chunks["iou_ysz"])
+    # The same label volume given as an array with its phases.
+    again = volseg.evaluate(labels, truth, phases={"pore": 0, "ysz": 1, "ni": 2}, baseline="none")
+    assert again.summary["confusion"] == expected.tolist()
+    ni_only = tmp_path / "ni.zarr"
+    run(scan_zarr / "image", checkpoint3, ni_only, chunks=(2, 48, 64), phase="ni")
+    with pytest.raises(ValueError, match="needs a label prediction"):
+        volseg.evaluate(ni_only, truth, phases={"ni": 2}, baseline="none")
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_three_phase_train_segment_evaluate_measure(tmp_path, capsys):
+    from volseg.cli import main
+
+    synth.write_anode(tmp_path / "train.zarr", shape=(12, 64, 64), seed=1, chunks=(6, 64, 64))
+    synth.write_anode(tmp_path / "test.zarr", shape=(4, 64, 64), seed=2, chunks=(4, 64, 64))
+    small = ["--encoder", "resnet18", "--encoder-depth", "3", "--decoder-channels", "32", "16", "8"]
+    fast = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4", "--tile", "64"]
+    model = str(tmp_path / "m3.pt")
+    common = ["--no-progress", "--device", "cpu"]
+    assert (
+        main(
+            ["train", str(tmp_path / "train.zarr"), "--out", model, "--classes", "3"]
+            + small
+            + fast
+            + common
+        )
+        == 0
+    )
+    out = str(tmp_path / "o.zarr")
+    args = ["segment", str(tmp_path / "test.zarr" / "image"), "--model", model, "--out", out]
+    args += ["--truth", str(tmp_path / "test.zarr" / "labels"), "--tile", "64", "--tta"]
+    args += ["--refine", "uncertain", "--refine-threshold", "0.5", "--axes", "z"]
+    assert main(args + common) == 0
+    printed = capsys.readouterr().out
+    assert "labels and Ni mask written" in printed and "iou ysz" in printed
+    assert "chunks_refined" in printed
+    assert (
+        main(["evaluate", out, str(tmp_path / "test.zarr" / "labels"), "--baseline", "none"]) == 0
+    )
+    assert "mean_iou (phases)" in capsys.readouterr().out
+    assert (
+        main(["measure", out, "--phases", "--max-radius", "2", "--voxel-size", "1", "2", "2"]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "tpb_density" in printed and "ni volume_fraction" in printed
+    assert (
+        main(
+            [
+                "train",
+                str(tmp_path / "train.zarr"),
+                "--out",
+                model,
+                "--classes",
+                "3",
+                "--phases",
+                "pore=0",
+                "ni=2",
+            ]
+            + fast
+            + common
+        )
+        == 2
+    )
+    assert "must map 3 phase names" in capsys.readouterr().err
+
+
+def test_train_three_phases_records_phases_and_per_phase_validation(tmp_path):
+    synth.write_anode(tmp_path / "t.zarr", shape=(12, 64, 64), seed=4, chunks=(6, 64, 64))
+    settings = {
+        "encoder": "resnet18",
+        "encoder_depth": 3,
+        "decoder_channels": [32, 16, 8],
+        "tile": 64,
+        "epochs": 2,
+        "steps_per_epoch": 3,
+        "batch_size": 4,
+        "device": "cpu",
+        "progress": False,
+    }
+    image, labels = tmp_path / "t.zarr" / "image", tmp_path / "t.zarr" / "labels"
+    result = volseg.train(image, labels, tmp_path / "m.pt", classes=3, **settings)
+    loaded = vmodel.load_checkpoint(result.path)
+    assert vmodel.model_phases(loaded.config) == {"pore": 0, "ysz": 1, "ni": 2}
+    assert loaded.training["loss"] == "ce+dice" and loaded.training["monitor"] == "val_mean_iou"
+    for column in ("val_mean_iou", "val_iou_pore", "val_iou_ysz", "val_iou_ni", "val_ni_iou"):
+        assert column in result.history
+    assert result.best_val_ni_iou == pytest.approx(result.history["val_mean_iou"].max())
+    for kwargs, message in (
+        ({"classes": 2}, "classes=2 must be 1"),
+        ({"classes": 3, "loss": "bce"}, "loss='bce' does not fit classes=3"),
+        ({"phases": {"pore": 0, "ysz": 1, "ni": 2}}, "needs a multi-class model"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            volseg.train(image, labels, tmp_path / "x.pt", **{**settings, **kwargs})

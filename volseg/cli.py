@@ -54,6 +54,36 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         metavar=("Z", "Y", "X"),
         help="processing blocks = output chunks (default: from the scan's chunks)",
     )
+    p.add_argument(
+        "--axes",
+        choices=["z", "zyx"],
+        default="z",
+        help="predict on z-slices (z), or also on y- and x-slices and average (zyx: 3x the work)",
+    )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average each tile over 8 flips/rotations (8x the work)",
+    )
+    p.add_argument(
+        "--refine",
+        choices=["uncertain"],
+        default=None,
+        help="afterwards, redo the chunks whose uncertain fraction exceeds --refine-threshold "
+        "with --axes zyx --tta",
+    )
+    p.add_argument(
+        "--refine-threshold",
+        type=float,
+        default=0.05,
+        help="uncertain fraction above which a chunk is refined (0.05)",
+    )
+    p.add_argument(
+        "--phase",
+        choices=["ni"],
+        default=None,
+        help="with a multi-phase model: write only the Ni mask, not the labels",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--scheduler", help="address of a running dask scheduler (tcp://HOST:PORT or a file)"
@@ -104,6 +134,11 @@ def _run_segment(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             resume=args.resume,
             progress=not args.no_progress,
+            axes=args.axes,
+            tta=args.tta,
+            refine=args.refine,
+            refine_threshold=args.refine_threshold,
+            phase=args.phase,
         )
     finally:
         if client is not None:
@@ -113,7 +148,10 @@ def _run_segment(args: argparse.Namespace) -> int:
                 cluster.close()
     if args.csv:
         result.stats.to_csv(args.csv, index=False)
-    print(f"mask written to {result.path}")
+    written = (
+        "labels and Ni mask" if result.group is not None and "labels" in result.group else "mask"
+    )
+    print(f"{written} written to {result.path}")
     _print_summary(result.summary)
     return 0
 
@@ -155,16 +193,28 @@ def _print_summary(summary: dict) -> None:
         "chunks",
         "chunks_computed",
         "chunks_skipped",
+        "chunks_refined",
         "seconds",
         "voxels_per_second",
         "status",
     ]
+    rows = []
     for key in order:
         if key in summary and summary[key] is not None:
             value = summary[key]
-            label = key + (" (mean of Ni and background)" if key == "two_class_mean_iou" else "")
             text = f"{value:.4f}" if isinstance(value, float) else str(value)
-            print(f"  {label:<24} {text}")
+            if key == "two_class_mean_iou":
+                text += "  (mean of Ni and background)"
+            rows.append((key, text))
+    for name, value in (summary.get("phase_iou") or {}).items():
+        rows.append((f"iou {name}", f"{value:.4f}" if value is not None else "n/a"))
+    if summary.get("mean_iou") is not None:
+        rows.append(("mean_iou (phases)", f"{summary['mean_iou']:.4f}"))
+    for name, value in (summary.get("phase_fractions") or {}).items():
+        rows.append((f"fraction {name}", f"{value:.4f}"))
+    width = max((len(key) for key, _ in rows), default=0)
+    for key, text in rows:
+        print(f"  {key:<{width}}  {text}")
 
 
 def _add_stats(sub: argparse._SubParsersAction) -> None:
@@ -258,7 +308,26 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--steps-per-epoch", type=int, default=None)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--loss", choices=["bce+dice", "bce", "dice"], default="bce+dice")
+    p.add_argument(
+        "--loss",
+        choices=["bce+dice", "bce", "dice", "ce+dice", "ce"],
+        default=None,
+        help="training loss (default: bce+dice with --classes 1, ce+dice with 3)",
+    )
+    p.add_argument(
+        "--classes",
+        type=int,
+        default=1,
+        help="1: binary Ni model; 3: pore/YSZ/Ni model (phases from the labels' attrs, "
+        "else pore=0 ysz=1 ni=2)",
+    )
+    p.add_argument(
+        "--phases",
+        nargs="+",
+        metavar="NAME=VALUE",
+        default=None,
+        help="label value of each phase, in class order, e.g. pore=0 ysz=128 ni=255",
+    )
     p.add_argument("--no-augment", action="store_true", help="no flips/rotations/jitter")
     p.add_argument(
         "--val-fraction",
@@ -275,6 +344,23 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_train)
+
+
+def _phases(items: list[str] | None) -> dict[str, float] | None:
+    """``["pore=0", "ni=2"]`` -> ``{"pore": 0, "ni": 2}``."""
+    if items is None:
+        return None
+    phases = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not sep or not name or number is None:
+            raise ValueError(f"--phases {item!r}: write NAME=VALUE, e.g. pore=0 ysz=1 ni=2.")
+        phases[name] = int(number) if number.is_integer() else number
+    return phases
 
 
 def _training_pairs(volumes: list[str]) -> tuple[list[str], list[str]]:
@@ -316,10 +402,13 @@ def _run_train(args: argparse.Namespace) -> int:
         decoder_channels=args.decoder_channels,
         resume_from=args.resume_from,
         overwrite=args.overwrite,
+        classes=args.classes,
+        phases=_phases(args.phases),
     )
     csv, png = history_paths(result.path)
+    score = "Ni IoU" if result.config["classes"] == 1 else "mean IoU over the phases"
     print(
-        f"best checkpoint (epoch {result.best_epoch}, validation Ni IoU "
+        f"best checkpoint (epoch {result.best_epoch}, validation {score} "
         f"{result.best_val_ni_iou:.4f}) written to {result.path}"
     )
     print(f"history: {csv} and {png}")
@@ -396,6 +485,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-write", action="store_true", help="do not store the counts in the output group"
     )
+    p.add_argument(
+        "--phases",
+        nargs="+",
+        metavar="NAME=VALUE",
+        default=None,
+        help="score MASK as a label volume with these phases (an output group of a "
+        "three-phase model is scored per phase without this)",
+    )
     p.set_defaults(func=_run_evaluate)
 
 
@@ -410,6 +507,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         scan=args.scan,
         csv=args.csv,
         write=not args.no_write,
+        phases=_phases(args.phases),
     )
     _print_summary(result.summary)
     baseline = result.summary.get("baseline")
@@ -511,7 +609,21 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
     p.add_argument("mask", help="volseg output group or any binary/label volume")
     p.add_argument("--label", type=float, default=1, help="value of the phase in MASK (1)")
     p.add_argument(
-        "--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), default=(1.0, 1.0, 1.0)
+        "--voxel-size",
+        type=float,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        default=None,
+        help="voxel side per axis (default: from the OME-Zarr metadata, else 1 = voxel units)",
+    )
+    p.add_argument(
+        "--phases",
+        nargs="*",
+        metavar="NAME=VALUE",
+        default=None,
+        help="three-phase mode: MASK is a label volume (or an output group with labels); "
+        "measure each phase and the triple-phase boundary density. Without values: the "
+        "phases recorded in its attrs, else pore=0 ysz=1 ni=2",
     )
     p.add_argument("--connectivity", type=int, choices=[6, 26], default=6)
     p.add_argument(
@@ -527,23 +639,51 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
 def _run_measure(args: argparse.Namespace) -> int:
     import json
 
-    from .microstructure import measure
+    from .microstructure import measure, measure_phases
 
-    values = measure(
-        args.mask,
-        voxel_size=tuple(args.voxel_size),
-        label=args.label,
-        connectivity=args.connectivity,
-        max_radius=args.max_radius,
-    )
+    voxel_size = tuple(args.voxel_size) if args.voxel_size else None
+    if args.phases is not None:
+        values = measure_phases(
+            args.mask,
+            voxel_size=voxel_size,
+            phases=_phases(args.phases) or None,
+            connectivity=args.connectivity,
+            max_radius=args.max_radius,
+        )
+    else:
+        values = measure(
+            args.mask,
+            voxel_size=voxel_size,
+            label=args.label,
+            connectivity=args.connectivity,
+            max_radius=args.max_radius,
+        )
+    unit = values.get("unit") or ("the unit of --voxel-size" if voxel_size else "voxels")
+    print(f"  lengths in {unit} (voxel size {values['voxel_size']})")
     for key, value in values.items():
-        text = f"{value:.6g}" if isinstance(value, float) else str(value)
-        print(f"  {key:<34} {text}")
+        if isinstance(value, dict) and key == "phases":
+            for name, measures in value.items():
+                for sub_key in (
+                    "volume_fraction",
+                    "specific_surface_area",
+                    "n_components",
+                    "largest_component_fraction",
+                    "percolates",
+                    "thickness_mean",
+                ):
+                    text = _measure_text(measures.get(sub_key))
+                    print(f"  {name + ' ' + sub_key:<34} {text}")
+            continue
+        print(f"  {key:<34} {_measure_text(value)}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(values, handle, indent=2)
         print(f"measures written to {args.json}")
     return 0
+
+
+def _measure_text(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def build_parser() -> argparse.ArgumentParser:

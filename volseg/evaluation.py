@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import io as vio
 from . import metrics
-from .inference import chunk_rows
+from .inference import chunk_rows, output_phases
 
 __all__ = ["Evaluation", "BASELINES", "evaluate"]
 
@@ -68,6 +68,35 @@ def chunk_counts(prediction: da.Array, truth: da.Array) -> np.ndarray:
     return per_block.compute()
 
 
+def _block_confusion(predicted, truth, predicted_values, truth_values):
+    classes = np.full(predicted.shape, -1, dtype=np.int64)
+    for i, value in enumerate(predicted_values):
+        classes[predicted == value] = i
+    return metrics.confusion_matrix(truth, classes, truth_values)[None, None, None]
+
+
+def chunk_confusion(
+    labels: da.Array, truth: da.Array, predicted_values: list, truth_values: list
+) -> np.ndarray:
+    """Multi-class confusion matrix of every chunk: int64 ``(nz, ny, nx, C, C)``.
+
+    Rows are true phases (``truth == truth_values[i]``), columns predicted phases
+    (``labels == predicted_values[j]``); voxels with other values are not counted.
+    """
+    n = len(predicted_values)
+    per_block = da.map_blocks(
+        _block_confusion,
+        labels,
+        truth,
+        predicted_values=list(predicted_values),
+        truth_values=list(truth_values),
+        dtype=np.int64,
+        chunks=tuple((1,) * len(c) for c in labels.chunks) + ((n,), (n,)),
+        new_axis=[3, 4],
+    )
+    return per_block.compute()
+
+
 def slice_counts(prediction: da.Array, truth: da.Array) -> pd.DataFrame:
     """Confusion counts per z-slice (reductions over y and x, chunk by chunk)."""
     tp = da.count_nonzero(prediction & truth, axis=(1, 2))
@@ -98,6 +127,7 @@ def evaluate(
     scan: Any = None,
     csv: str | os.PathLike | None = None,
     write: bool = True,
+    phases: dict[str, int] | None = None,
 ) -> Evaluation:
     """Score a mask against ground truth, chunk by chunk, and against a threshold baseline.
 
@@ -119,6 +149,13 @@ def evaluate(
         Write the per-chunk table here, and the per-slice table to ``<csv stem>_slices.csv``.
     write : bool
         Store the counts in the output group's ``stats/`` (volseg outputs only).
+    phases : dict, optional
+        ``{name: label value}`` of a multi-phase prediction given as a label array.
+        An output group of a three-phase model is scored per phase by itself. Adds
+        a confusion matrix per chunk (stored as ``stats/confusion``) and pooled,
+        ``phase_iou``, ``mean_iou`` and ``accuracy`` to the summary, and
+        ``iou_<phase>`` columns to the chunk table; truth values per phase are taken
+        from the truth's recorded phases by name, else the same values.
 
     Returns
     -------
@@ -134,16 +171,31 @@ def evaluate(
     if baseline not in BASELINES:
         raise ValueError(f"baseline={baseline!r} is not known; use one of {', '.join(BASELINES)}.")
     output = _output_or_none(mask, mode="r+" if write else "r")
+    labels_volume = None
     if output is not None:
         mask_volume = vio.open_scan(output.mask, role="mask")
         if scan is None:
             scan = output.attrs.get("input")
+        phases = phases or output_phases(output)
+        if phases is not None and output.labels is not None:
+            labels_volume = vio.open_scan(output.labels, role="labels")
     else:
         mask_volume = vio.open_scan(mask, role="mask", allow_bool=True)
-    truth_volume, ni_label = vio.open_truth(truth, mask_volume, ni_label, what="mask")
+        if phases is not None:
+            labels_volume = mask_volume
+    if phases is not None and labels_volume is None:
+        raise ValueError(
+            f"phases={phases!r} needs a label prediction; {mask!r} has no labels array."
+        )
+    truth_volume, ni_label = vio.open_truth(
+        truth, mask_volume, ni_label, what="mask", default=(phases or {}).get("ni")
+    )
 
     chunks = output.chunks if output is not None else mask_volume.chunks
-    prediction = _as_dask(mask_volume, chunks) != 0
+    if labels_volume is not None and output is None:
+        prediction = _as_dask(labels_volume, chunks) == phases["ni"]
+    else:
+        prediction = _as_dask(mask_volume, chunks) != 0
     actual = _as_dask(truth_volume, chunks) == ni_label
     per_chunk = chunk_counts(prediction, actual)
     slices = slice_counts(prediction, actual)
@@ -155,6 +207,29 @@ def evaluate(
     table = metrics.scores_table(pd.DataFrame(rows))
     sums = {k: int(per_chunk[..., i].sum()) for i, k in enumerate(_KEYS)}
     summary: dict[str, Any] = {**sums, **metrics.pooled_scores(**sums), "ni_label": ni_label}
+    confusion = None
+    if labels_volume is not None:
+        names = list(phases)
+        truth_values = list(vio.truth_phases(truth_volume, phases, ni_label).values())
+        confusion = chunk_confusion(
+            _as_dask(labels_volume, chunks),
+            _as_dask(truth_volume, chunks),
+            list(phases.values()),
+            truth_values,
+        )
+        flat = confusion.reshape(-1, len(names), len(names))
+        scores = [metrics.phase_scores(m, names) for m in flat]
+        for name in names:
+            table[f"iou_{name}"] = [score["iou"][name] for score in scores]
+        table["mean_iou"] = [score["mean_iou"] for score in scores]
+        pooled = flat.sum(axis=0)
+        total = metrics.phase_scores(pooled, names)
+        summary.update(
+            phase_iou=total["iou"],
+            mean_iou=total["mean_iou"],
+            accuracy=total["accuracy"],
+            confusion=pooled.tolist(),
+        )
 
     if baseline != "none":
         if scan is None:
@@ -176,6 +251,8 @@ def evaluate(
 
     if output is not None and write:
         output.write_counts(per_chunk, _KEYS)
+        if confusion is not None:
+            output.write_vector("confusion", confusion)
         output.update_attrs(
             evaluation={"truth": truth_volume.source, **_jsonable(summary)},
         )

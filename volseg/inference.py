@@ -568,8 +568,15 @@ def _prepare_output(out, scan, truth, params, attrs, overwrite, resume) -> tuple
         prob_dtype=params["prob_dtype"],
         has_truth=params["has_truth"],
         phases=params["phases"],
+        **_voxel_size(scan),
     )
     return output, False
+
+
+def _voxel_size(scan: vio.Scan) -> dict[str, Any]:
+    """The scan's recorded voxel size and unit, for the output's metadata."""
+    recorded = vio.recorded_voxel_size(scan)
+    return {} if recorded is None else {"voxel_size": recorded[0], "unit": recorded[1]}
 
 
 def _jsonable(value: Any) -> Any:

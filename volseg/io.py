@@ -40,12 +40,19 @@ __all__ = [
     "open_output",
     "ome_multiscales",
     "open_scan",
+    "recorded_voxel_size",
     "write_arrays",
 ]
 
 log = logging.getLogger(__name__)
 
 TIFF_SUFFIXES = (".tif", ".tiff")
+# Which array of a group a role means when the group holds several.
+PREFERRED_ARRAYS = {
+    "truth": ("labels",),
+    "training labels": ("labels",),
+    "labels": ("labels",),
+}
 # Counts per chunk. They add up across chunks, so pooled figures come from sums.
 COUNT_FIELDS = ("ni_voxels", "uncertain_voxels", "tp", "fp", "fn", "tn")
 # Per-chunk vectors of a multi-class run: voxels per phase (C,) and, with truth, the
@@ -201,11 +208,16 @@ def _open_path(path: Path, role: str) -> Any:
 
 def _array_in_group(group: zarr.Group, path: Path, role: str) -> zarr.Array:
     attrs = dict(group.attrs)
+    arrays = sorted(name for name, _ in group.arrays())
+    # A group with image + labels (volseg.synth) or mask + labels (a volseg output of a
+    # three-phase model): labels are what a "labels" or "truth" role means.
+    for name in PREFERRED_ARRAYS.get(role, ()):
+        if name in arrays:
+            return group[name]
     multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
     if multiscales:
         level0 = multiscales[0]["datasets"][0]["path"]
         return group[level0]
-    arrays = sorted(name for name, _ in group.arrays())
     if len(arrays) == 1:
         return group[arrays[0]]
     if "image" in arrays:
@@ -254,6 +266,53 @@ def recorded_label(scan: Scan, phase: str = "ni") -> float | None:
     phases = dict(attrs).get("phases")
     if isinstance(phases, dict) and phase in phases:
         return phases[phase]
+    return None
+
+
+def recorded_voxel_size(scan: Scan) -> tuple[tuple[float, float, float], str | None] | None:
+    """``((z, y, x) voxel size, unit)`` from the OME-Zarr metadata around a Zarr array.
+
+    The scale of the array's dataset in the ``multiscales`` of its parent group (NGFF
+    0.4 ``attrs["multiscales"]`` or 0.5 ``attrs["ome"]["multiscales"]``), and the unit
+    of its spatial axes (None when not given). None when nothing is recorded.
+
+    Examples
+    --------
+    >>> import zarr
+    >>> group = zarr.open_group(zarr.storage.MemoryStore(), mode="w")
+    >>> group.attrs["ome"] = ome_multiscales(["0"], (0.5, 0.02, 0.02), unit="micrometer")
+    >>> _ = group.create_array("0", shape=(2, 4, 4), dtype="uint8")
+    >>> recorded_voxel_size(open_scan(group["0"]))
+    ((0.5, 0.02, 0.02), 'micrometer')
+    """
+    array = scan.array
+    if not isinstance(array, zarr.Array):
+        return None
+    parent, _, name = str(array.path).rpartition("/")
+    if not name:
+        return None
+    try:
+        group = zarr.open_group(array.store, path=parent, mode="r")
+    except Exception:
+        return None
+    attrs = dict(group.attrs)
+    record = attrs.get("volseg") or {}
+    if record.get("voxel_size"):  # any array of a volseg output (mask, labels, prob)
+        return tuple(float(v) for v in record["voxel_size"]), record.get("unit")
+    multiscales = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
+    if not multiscales:
+        return None
+    for image in multiscales:
+        for dataset in image.get("datasets", []):
+            if dataset.get("path") != name:
+                continue
+            scale = [1.0, 1.0, 1.0]
+            for transform in dataset.get("coordinateTransformations", []):
+                if transform.get("type") == "scale":
+                    scale = [float(v) * s for v, s in zip(transform["scale"][-3:], scale)]
+            units = {axis.get("unit") for axis in image.get("axes", [])[-3:]} - {None}
+            unit = units.pop() if len(units) == 1 else None
+            return (scale[0], scale[1], scale[2]), unit
     return None
 
 
@@ -399,6 +458,20 @@ class OutputGroup:
             self.stats[name] = stats_group[name]
             self.stats[name][...] = counts[..., i]
 
+    def write_vector(self, name: str, values: np.ndarray) -> None:
+        """Store a whole per-chunk array with trailing dimensions (e.g. ``confusion``)."""
+        stats_group = self.group["stats"]
+        if name not in stats_group:
+            stats_group.create_array(
+                name,
+                shape=values.shape,
+                chunks=(1, 1, 1, *values.shape[3:]),
+                dtype="int64",
+                fill_value=0,
+            )
+        self.stats[name] = stats_group[name]
+        self.stats[name][...] = values
+
     def read_stats(self) -> dict[str, np.ndarray]:
         """All per-chunk statistics arrays (small: one value per chunk)."""
         return {name: np.asarray(array[...]) for name, array in self.stats.items()}
@@ -471,6 +544,8 @@ def create_output(
     prob_dtype: str | None = None,
     has_truth: bool = False,
     phases: dict[str, int] | None = None,
+    voxel_size: tuple[float, float, float] | None = None,
+    unit: str | None = None,
     zarr_format: int = 3,
 ) -> OutputGroup:
     """Create a new output group with status ``running``.
@@ -490,6 +565,9 @@ def create_output(
     phases : dict, optional
         ``{name: label value}`` of a multi-class run: adds the ``labels`` array,
         per-class probabilities ``(C, Z, Y, X)`` and the per-phase stats.
+    voxel_size, unit : optional
+        The scan's voxel size (z, y, x) and unit, recorded in the OME-Zarr metadata
+        and in ``attrs["volseg"]`` so that measures come out in physical units.
     zarr_format : {2, 3}
 
     Returns
@@ -497,9 +575,14 @@ def create_output(
     OutputGroup
     """
     group = zarr.open_group(_store_for(out), mode="w-", zarr_format=zarr_format)
-    group.attrs["volseg"] = {**attrs, "status": "running"}
+    record = {**attrs, "status": "running"}
+    if voxel_size is not None:
+        record.update(voxel_size=[float(v) for v in voxel_size], unit=unit)
+    group.attrs["volseg"] = record
     # NGFF viewers (napari-ome-zarr) open the mask as the group's image.
-    group.attrs["ome"] = ome_multiscales(["mask"], name="mask")
+    group.attrs["ome"] = ome_multiscales(
+        ["mask"], voxel_size or (1.0, 1.0, 1.0), name="mask", unit=unit
+    )
     group.create_array(
         "mask",
         shape=shape,

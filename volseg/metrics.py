@@ -68,7 +68,7 @@ def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, values: list) -> 
         Label volume; phase ``i`` is the value ``values[i]``. Voxels with any other
         value (unlabelled) are not counted.
     predicted : numpy.ndarray
-        Predicted class indices ``0 .. C-1`` (same shape).
+        Predicted class indices ``0 .. C-1`` (same shape); other values are not counted.
     values : list
         The truth's label value of each class.
 
@@ -87,8 +87,9 @@ def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, values: list) -> 
     true_class = np.full(np.shape(truth), -1, dtype=np.int64)
     for i, value in enumerate(values):
         true_class[truth == value] = i
-    valid = true_class >= 0
-    flat = true_class[valid] * n + np.asarray(predicted)[valid].astype(np.int64)
+    predicted = np.asarray(predicted).astype(np.int64)
+    valid = (true_class >= 0) & (predicted >= 0) & (predicted < n)
+    flat = true_class[valid] * n + predicted[valid]
     return np.bincount(flat, minlength=n * n).reshape(n, n)
 
 

@@ -317,12 +317,22 @@ def histogram_median(counts: np.ndarray, bin_width: float) -> float | None:
 # --------------------------------------------------------------------------- validation
 
 
-def _as_phase(mask: Any, label: Any, chunks: Any) -> da.Array:
-    """The boolean phase ``mask == label`` as a dask array on the processing chunks."""
+def _as_phase(mask: Any, label: Any, chunks: Any) -> tuple[vio.Scan, da.Array]:
+    """The opened mask, and the boolean phase ``mask == label`` on the processing chunks."""
     if not isinstance(mask, (np.ndarray, da.Array, zarr.Array)) and hasattr(mask, "mask"):
         mask = mask.mask  # a SegmentationResult or an OutputGroup
-    _, array = _as_volume(mask, chunks, role="mask")
-    return array == _validate_label(label, "label")
+    scan, array = _as_volume(mask, chunks, role="mask")
+    return scan, array == _validate_label(label, "label")
+
+
+def _voxel_size_of(scan: vio.Scan, voxel_size: Any) -> tuple[tuple[float, ...], str | None]:
+    """The given voxel size, else the one in the OME-Zarr metadata, else 1 (voxel units)."""
+    if voxel_size is not None:
+        return _validate_voxel_size(voxel_size), None
+    recorded = vio.recorded_voxel_size(scan)
+    if recorded is None:
+        return (1.0, 1.0, 1.0), None
+    return _validate_voxel_size(recorded[0]), recorded[1]
 
 
 def _as_volume(source: Any, chunks: Any, role: str) -> tuple[vio.Scan, da.Array]:
@@ -857,7 +867,7 @@ def _phase_measures(
 
 def measure(
     mask: Any,
-    voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+    voxel_size: Sequence[float] | None = None,
     *,
     label: float = 1,
     chunks: Sequence[int] | None = None,
@@ -875,9 +885,11 @@ def measure(
     mask : zarr.Array, dask.array.Array, numpy.ndarray, path or SegmentationResult
         3D (z, y, x) mask or label volume; for a result of
         :func:`volseg.segment` its ``mask`` is used.
-    voxel_size : sequence of float
+    voxel_size : sequence of float, optional
         Physical voxel side along (z, y, x). Lengths below are in this unit,
         areas in unit**2, volumes in unit**3, specific surfaces in 1/unit.
+        Default: the scale in the OME-Zarr metadata of the array (a volseg output
+        carries its scan's), else 1 (voxel units); ``unit`` in the result names it.
     label : number
         Value of the phase in ``mask`` (1 in a volseg mask, 2 for Ni in
         volseg.synth labels).
@@ -898,7 +910,7 @@ def measure(
     dict
         JSON-serialisable. Ratios that would be 0/0 (no phase voxel) are None.
 
-        ``shape``, ``voxel_size``, ``label``, ``chunks``, ``connectivity``, ``max_radius``
+        ``shape``, ``voxel_size``, ``unit``, ``label``, ``chunks``, ``connectivity``, ``max_radius``
             The input and settings (``chunks``: the largest processing chunk).
         ``phase_voxels``, ``total_voxels``, ``volume_fraction``
             Phase voxel count, all voxels, and their ratio.
@@ -967,9 +979,11 @@ def measure(
     >>> m["thickness_mean"], m["thickness_median"]
     (2.25, 2.0)
     """
-    voxel_size = _validate_voxel_size(voxel_size)
+    if voxel_size is not None:
+        _validate_voxel_size(voxel_size)
     _validate_options(connectivity, max_radius)
-    phase = _as_phase(mask, label, chunks)
+    scan, phase = _as_phase(mask, label, chunks)
+    voxel_size, unit = _voxel_size_of(scan, voxel_size)
     shape = tuple(int(s) for s in phase.shape)
     log.debug("measuring %s in chunks %s", shape, phase.chunksize)
 
@@ -977,6 +991,7 @@ def measure(
     result = {
         "shape": list(shape),
         "voxel_size": list(voxel_size),
+        "unit": unit,
         "label": _validate_label(label, "label"),
         "chunks": [int(c) for c in phase.chunksize],
         "connectivity": int(connectivity),
@@ -989,7 +1004,7 @@ def measure(
 
 def measure_phases(
     labels: Any,
-    voxel_size: Sequence[float] = (1.0, 1.0, 1.0),
+    voxel_size: Sequence[float] | None = None,
     *,
     phases: Mapping[str, float] | None = None,
     chunks: Sequence[int] | None = None,
@@ -1008,9 +1023,10 @@ def measure_phases(
     ----------
     labels : zarr.Array, dask.array.Array, numpy.ndarray or path
         3D (z, y, x) label volume.
-    voxel_size : sequence of float
+    voxel_size : sequence of float, optional
         Physical voxel side along (z, y, x). Lengths are in this unit, areas in
         unit**2, volumes in unit**3, TPB densities in unit/unit**3 = 1/unit**2.
+        Default: the scale in the OME-Zarr metadata, else 1 (voxel units).
     phases : mapping of str to number, optional
         Names and label values of exactly three phases, all values different.
         Default: the ``"phases"`` recorded in the label array's attrs (as
@@ -1023,7 +1039,7 @@ def measure_phases(
     dict
         JSON-serialisable.
 
-        ``shape``, ``voxel_size``, ``chunks``, ``connectivity``, ``max_radius``
+        ``shape``, ``voxel_size``, ``unit``, ``chunks``, ``connectivity``, ``max_radius``
             The input and settings, as for :func:`measure`.
         ``total_voxels``, ``total_volume``
             All voxels, and the volume of the whole array (unit**3).
@@ -1078,9 +1094,11 @@ def measure_phases(
     >>> m["phases"]["ni"]["n_components"], m["phases"]["ni"]["percolates"]
     (1, {'z': True, 'y': False, 'x': False})
     """
-    voxel_size = _validate_voxel_size(voxel_size)
+    if voxel_size is not None:
+        _validate_voxel_size(voxel_size)
     _validate_options(connectivity, max_radius)
     scan, volume = _as_volume(labels, chunks, role="labels")
+    voxel_size, unit = _voxel_size_of(scan, voxel_size)
     phases = _phases_of(scan, phases)
     shape = tuple(int(s) for s in volume.shape)
     log.debug("measuring phases %s of %s in chunks %s", phases, shape, volume.chunksize)
@@ -1094,6 +1112,7 @@ def measure_phases(
     result = {
         "shape": list(shape),
         "voxel_size": list(voxel_size),
+        "unit": unit,
         "chunks": [int(c) for c in volume.chunksize],
         "connectivity": int(connectivity),
         "max_radius": int(max_radius),

@@ -45,9 +45,12 @@ class TrainResult:
         The best checkpoint.
     history : pandas.DataFrame
         One row per epoch: ``epoch``, ``loss``, ``val_loss``, ``val_ni_iou``,
-        ``val_dice``, ``lr``, ``seconds``.
+        ``val_dice``, ``lr``, ``seconds``; a multi-class model has ``val_mean_iou``
+        and ``val_iou_<phase>`` instead of ``val_dice``.
     best_epoch : int
     best_val_ni_iou : float
+        The best monitored validation score: Ni IoU of a binary model, the mean
+        IoU over the phases of a multi-class one (early stopping follows it).
     config : dict
         The model configuration stored in the checkpoint.
     """
@@ -446,6 +449,8 @@ def train(
         raise ValueError(
             f"phases={phases!r} needs a multi-class model: pass classes={len(phases)} too."
         )
+    if phases is not None:
+        _check_phases(phases, classes)
     out = Path(out)
     if out.exists() and not overwrite and (resume_from is None or Path(resume_from) != out):
         raise FileExistsError(
@@ -610,6 +615,10 @@ def _loss_for(loss: str | None, classes: Any) -> str:
 def _training_phases(phases: dict | None, pairs: list[_Pair], classes: int) -> dict[str, int]:
     if phases is None:
         phases = pairs[0].recorded_phases or dict(vmodel.DEFAULT_PHASES)
+    return _check_phases(phases, classes)
+
+
+def _check_phases(phases: Any, classes: int) -> dict[str, int]:
     if not isinstance(phases, dict) or len(phases) != classes or "ni" not in phases:
         raise ValueError(
             f"phases={phases!r} must map {classes} phase names, including 'ni', to their "
