@@ -445,3 +445,24 @@ def test_train_three_phases_records_phases_and_per_phase_validation(tmp_path):
     ):
         with pytest.raises(ValueError, match=message):
             volseg.train(image, labels, tmp_path / "x.pt", **{**settings, **kwargs})
+
+
+def test_report_of_a_three_phase_output_has_physical_microstructure(
+    small_anode, checkpoint3, tmp_path
+):
+    import zarr
+
+    from volseg.cli import main
+
+    image, labels = small_anode
+    group = zarr.open_group(tmp_path / "scan.ome.zarr", mode="w")
+    group.attrs["ome"] = vio.ome_multiscales(["0"], (0.5, 0.02, 0.02), unit="micrometer")
+    group.create_array("0", shape=image.shape, chunks=image.shape, dtype=image.dtype)[...] = image
+    out = tmp_path / "out.zarr"
+    run(tmp_path / "scan.ome.zarr", checkpoint3, out)
+    assert main(["report", str(out), "--html", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "Microstructure" in page and "TPB density (isotropic)" in page
+    assert "micrometer/micrometer³" in page and "ysz volume fraction" in page
+    assert main(["report", str(out), "--html", str(tmp_path / "s.html"), "--no-measures"]) == 0
+    assert "Microstructure" not in (tmp_path / "s.html").read_text()

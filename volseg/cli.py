@@ -540,6 +540,20 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scan", default=None, help="the scan (default: recorded in the output)")
     p.add_argument("--html", default=None, help="HTML file (default: <out>_report.html)")
     p.add_argument("--png-dir", default=None, help="PNG folder (default: <out>_report/)")
+    p.add_argument(
+        "--voxel-size",
+        type=float,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        default=None,
+        help="voxel side per axis (default: recorded in the output from the scan's OME-Zarr "
+        "metadata, else voxel units)",
+    )
+    p.add_argument(
+        "--no-measures",
+        action="store_true",
+        help="leave out the microstructure table (fractions, surfaces, thickness, TPB)",
+    )
     p.set_defaults(func=_run_report)
 
 
@@ -553,6 +567,8 @@ def _run_report(args: argparse.Namespace) -> int:
         png_dir=args.png_dir,
         scan=args.scan,
         ni_label=args.ni_label,
+        voxel_size=tuple(args.voxel_size) if args.voxel_size else None,
+        measures=not args.no_measures,
     )
     print(f"report written to {page}")
     return 0

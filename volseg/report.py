@@ -198,13 +198,27 @@ def chunk_heatmap(stats: Any, column: str, path: str | Path, label: str) -> Path
     return _save(fig, Path(path))
 
 
-def fraction_profiles(profiles: dict[str, np.ndarray], path: str | Path) -> Path:
-    """Ni fraction along z, y and x (mean over the two other axes)."""
+def fraction_profiles(
+    profiles: dict[str, np.ndarray],
+    path: str | Path,
+    voxel_size: tuple[float, float, float] | None = None,
+    unit: str | None = None,
+) -> Path:
+    """Ni fraction along z, y and x (mean over the two other axes).
+
+    Positions are voxel indices, or physical positions (voxel centres, in ``unit``)
+    with ``voxel_size``.
+    """
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.0))
-    for axis, (name, values) in zip(axes, profiles.items()):
-        axis.plot(np.arange(len(values)), values, color=COLOURS["blue"])
-        axis.set_xlabel(name)
+    for i, (axis, (name, values)) in enumerate(zip(axes, profiles.items())):
+        position = np.arange(len(values), dtype=np.float64)
+        label = f"{name} (voxel)"
+        if voxel_size is not None:
+            position = (position + 0.5) * float(voxel_size[i])
+            label = f"{name} ({unit or 'unit of the voxel size'})"
+        axis.plot(position, values, color=COLOURS["blue"])
+        axis.set_xlabel(label)
         axis.set_ylabel("Ni fraction")
         axis.set_ylim(0, 1)
     return _save(fig, Path(path))
@@ -238,6 +252,8 @@ def make_report(
     scan: Any = None,
     ni_label: float | None = None,
     sample_step: int = 4,
+    voxel_size: tuple[float, float, float] | None = None,
+    measures: bool = True,
 ) -> Path:
     """A self-contained HTML report (figures embedded) and its PNG files for an output.
 
@@ -257,6 +273,14 @@ def make_report(
         Value of Ni in ``truth`` (default: recorded in its attrs, else 1).
     sample_step : int
         Histograms use every n-th slice.
+    voxel_size : tuple of 3 float, optional
+        Voxel side (z, y, x); default the one recorded in the output (from the
+        scan's OME-Zarr metadata), else voxel units. Profiles and microstructure
+        measures are given in its unit.
+    measures : bool
+        Add the microstructure table (:func:`volseg.measure`, or
+        :func:`volseg.measure_phases` with the TPB density for a three-phase output),
+        computed chunk by chunk.
 
     Returns
     -------
@@ -332,9 +356,17 @@ def make_report(
             da.compute(*(mask.mean(axis=tuple(a for a in range(3) if a != k)) for k in range(3))),
         )
     )
+    recorded = vio.recorded_voxel_size(vio.open_scan(result.mask, role="mask"))
+    unit = None
+    if voxel_size is None and recorded is not None:
+        voxel_size, unit = recorded
     figures.append(
-        ("Ni fraction along each axis", fraction_profiles(profiles, png_dir / "profiles.png"))
+        (
+            "Ni fraction along each axis",
+            fraction_profiles(profiles, png_dir / "profiles.png", voxel_size, unit),
+        )
     )
+    physical = _microstructure_rows(out, result, voxel_size, unit) if measures else ""
     sample = np.asarray(image[::sample_step], dtype=np.float64)
     predicted = np.asarray(result.mask[::sample_step]).astype(bool)
     edges = np.linspace(*np.percentile(sample, [0.1, 99.9]), 129)
@@ -362,21 +394,27 @@ def make_report(
             import pandas as pd
 
             history = pd.read_csv(csv)
+            monitor = "val_mean_iou" if "val_mean_iou" in history else "val_ni_iou"
             figures.append(
                 (
                     "Training curves",
                     training_curves(
                         history,
                         png_dir / "training.png",
-                        best_epoch=int(history.loc[history["val_ni_iou"].idxmax(), "epoch"]),
+                        best_epoch=int(history.loc[history[monitor].idxmax(), "epoch"]),
                     ),
                 )
             )
 
+    flat = {}
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            flat.update({f"{key} {name}": v for name, v in value.items()})
+        elif not isinstance(value, list):
+            flat[key] = value
     rows = "".join(
         f"<tr><th>{html_lib.escape(str(k))}</th><td>{html_lib.escape(_fmt(v))}</td></tr>"
-        for k, v in summary.items()
-        if not isinstance(v, dict)
+        for k, v in flat.items()
     )
     worst = ""
     if "iou" in stats:
@@ -401,10 +439,51 @@ def make_report(
         f"<p>scan: {html_lib.escape(str(scan_source))}; model: "
         f"{html_lib.escape(str(model_path))}; status: {html_lib.escape(str(record.get('status')))}"
         "</p><p>IoU and Dice are for the Ni class alone; the two-class mean IoU averages Ni "
-        f"and background.</p><table>{rows}</table>{worst}{''.join(blocks)}</body></html>"
+        f"and background.</p><table>{rows}</table>{physical}{worst}{''.join(blocks)}"
+        "</body></html>"
     )
     html.write_text(page, encoding="utf-8")
     return html
+
+
+def _microstructure_rows(out: Any, result: Any, voxel_size, unit: str | None) -> str:
+    """The microstructure table of the report, every quantity with its physical unit."""
+    import html as html_lib
+
+    from .microstructure import measure, measure_phases
+
+    length = unit or ("unit" if voxel_size is not None else "voxel")
+    has_labels = result.group is not None and "labels" in result.group
+    if has_labels:
+        values = measure_phases(out, voxel_size=voxel_size)
+        phases = values["phases"]
+    else:
+        values = measure(out, voxel_size=voxel_size)
+        phases = {"Ni": values}
+    rows = [("voxel size (z, y, x)", f"{values['voxel_size']} {length}")]
+    rows.append(("total volume", f"{_fmt(values['total_volume'])} {length}³"))
+    for name, m in phases.items():
+        rows += [
+            (f"{name} volume fraction", _fmt(m["volume_fraction"])),
+            (
+                f"{name} specific surface area (isotropic)",
+                f"{_fmt(m['specific_surface_area_isotropic'])} {length}⁻¹",
+            ),
+            (f"{name} mean thickness", f"{_fmt(m['thickness_mean'])} {length}"),
+            (f"{name} largest component fraction", _fmt(m["largest_component_fraction"])),
+            (f"{name} percolates (z, y, x)", str(m["percolates"])),
+        ]
+    if has_labels:
+        rows.append(
+            ("TPB density (isotropic)", f"{_fmt(values['tpb_density'])} {length}/{length}³")
+        )
+        rows.append(
+            ("TPB density (edge count)", f"{_fmt(values['tpb_density_edges'])} {length}/{length}³")
+        )
+    cells = "".join(
+        f"<tr><th>{html_lib.escape(k)}</th><td>{html_lib.escape(v)}</td></tr>" for k, v in rows
+    )
+    return f"<h2>Microstructure</h2><table>{cells}</table>"
 
 
 def _fmt(value: Any) -> str:
