@@ -92,10 +92,12 @@ def test_distributed_equals_local_and_loads_model_once_per_worker(
 def test_task_arguments_do_not_carry_the_weights(scan_zarr, checkpoint):
     import pickle
 
-    from volseg import inference, tiling
+    from volseg import inference
 
     settings = inference._Settings(
-        grid=tiling.plane_grid((90, 110), 64, 0.25),
+        shape=(5, 90, 110),
+        tile=64,
+        overlap=0.25,
         blend="gaussian",
         pad="reflect",
         batch_size=16,
