@@ -703,7 +703,20 @@ def _measure_text(value) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``volseg`` command (also used to document the CLI)."""
+    """The argument parser of the ``volseg`` command (also used to document the CLI).
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        One subcommand per task (demo, train, segment, stats, evaluate, report,
+        measure, convert, synth); each sets ``func``, the function that runs it.
+
+    Examples
+    --------
+    >>> args = build_parser().parse_args(["synth", "scan.zarr", "--shape", "4", "32", "32"])
+    >>> args.command, args.out, args.shape, args.seed
+    ('synth', 'scan.zarr', [4, 32, 32], 0)
+    """
     parser = argparse.ArgumentParser(
         prog="volseg",
         description="Segment a material phase (Ni in Ni/YSZ anodes) in large chunked tomograms.",
@@ -725,7 +738,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``volseg`` command."""
+    """Entry point of the ``volseg`` command.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after ``volseg``; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success, 2 after a usage or input error (the message
+        goes to stderr), 130 when interrupted.
+
+    Examples
+    --------
+    >>> out = getfixture("tmp_path") / "scan.zarr"
+    >>> main(["synth", str(out), "--shape", "2", "32", "32"])  # doctest: +ELLIPSIS
+    wrote .../scan.zarr/image (uint16) and .../scan.zarr/labels (0 pore, 1 YSZ, 2 Ni)
+    0
+    >>> main(["synth", str(out), "--shape", "2", "32", "32"])  # exists: an error, status 2
+    2
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

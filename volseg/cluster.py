@@ -30,7 +30,20 @@ log = logging.getLogger(__name__)
 
 
 def gpu_count() -> int:
-    """Number of CUDA devices visible to this process (0 without torch CUDA)."""
+    """Number of CUDA devices visible to this process (0 without torch CUDA).
+
+    Returns
+    -------
+    int
+        ``torch.cuda.device_count()`` when CUDA works, else 0 (a missing or broken
+        CUDA install counts as no GPU).
+
+    Examples
+    --------
+    >>> import torch
+    >>> gpu_count() == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    True
+    """
     try:
         import torch
 
@@ -64,12 +77,31 @@ def _thread_env(threads: int) -> dict[str, str]:
 
 @contextlib.contextmanager
 def worker_environment(values: dict[str, str | None]):
-    """Give worker processes ``values`` before they start (torch reads its thread count
-    at import, glibc its malloc settings at process start); None removes a variable.
+    """Set environment variables for worker processes started inside the ``with`` block.
 
-    distributed sets ``distributed.nanny.pre-spawn-environ`` in the spawning process and
-    lets variables already in ``os.environ`` win, so both are set for the duration of
-    the cluster start and restored afterwards.
+    Workers must get them before they start: torch reads its thread count at import,
+    glibc its malloc settings at process start. distributed sets
+    ``distributed.nanny.pre-spawn-environ`` in the spawning process and lets
+    variables already in ``os.environ`` win, so both are set for the duration of the
+    cluster start and restored afterwards.
+
+    Parameters
+    ----------
+    values : dict of str to str or None
+        Variable -> value; None removes the variable.
+
+    Examples
+    --------
+    >>> import os, dask
+    >>> before = os.environ.get("OMP_NUM_THREADS")
+    >>> with worker_environment({"OMP_NUM_THREADS": "2", "MALLOC_TRIM_THRESHOLD_": None}):
+    ...     spawn = dask.config.get("distributed.nanny.pre-spawn-environ")
+    ...     os.environ["OMP_NUM_THREADS"], spawn["OMP_NUM_THREADS"]
+    ...     "MALLOC_TRIM_THRESHOLD_" in os.environ
+    ('2', '2')
+    False
+    >>> os.environ.get("OMP_NUM_THREADS") == before
+    True
     """
     saved = {key: os.environ.get(key) for key in values}
     for key, value in values.items():
@@ -122,6 +154,15 @@ def local(
     -------
     distributed.Client
         Close it (and its cluster) with ``client.close(); client.cluster.close()``.
+
+    Examples
+    --------
+    One CPU worker process (``gpus=0``: also on a machine with GPUs):
+
+    >>> client = local(n_workers=1, gpus=0)
+    >>> len(client.scheduler_info()["workers"]), client.submit(sum, [1, 2]).result()
+    (1, 3)
+    >>> client.close(); client.cluster.close()
     """
     from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
 
@@ -223,6 +264,35 @@ def slurm(
     Returns
     -------
     distributed.Client
+
+    Examples
+    --------
+    On a SLURM login node (not run here: it submits jobs), two jobs of four GPUs each;
+    the job script shows what every job runs:
+
+    >>> client = slurm(jobs=2, cores=16, memory="64GB", gpus_per_job=4, queue="gpu",
+    ...                job_script_prologue=["module load cuda"])  # doctest: +SKIP
+    >>> print(client.cluster.job_script())  # doctest: +SKIP
+    #!/usr/bin/env bash
+    #SBATCH -J dask-worker
+    #SBATCH -p gpu
+    #SBATCH -n 1
+    #SBATCH --cpus-per-task=16
+    #SBATCH --mem=60G
+    #SBATCH -t 01:00:00
+    #SBATCH --gres=gpu:4
+    export OMP_NUM_THREADS=1
+    ...
+    module load cuda
+    python -m distributed.cli.dask_worker tcp://... --nworkers 4 ... --resources GPU=4
+
+    ``tests/test_slurm.py`` runs it against a real SLURM controller. Arguments are
+    checked before anything is submitted:
+
+    >>> slurm(jobs=0, cores=16, memory="64GB")
+    Traceback (most recent call last):
+    ...
+    ValueError: jobs=0 and cores=16 must be at least 1.
     """
     from dask_jobqueue import SLURMCluster
     from distributed import Client
@@ -270,9 +340,31 @@ def slurm(
 def connect(address: str, timeout: float = 30):
     """Connect to a running scheduler (``tcp://host:port`` or a scheduler file path).
 
+    Parameters
+    ----------
+    address : str
+        ``tcp://host:port`` of the scheduler, or the path of its scheduler file
+        (``dask scheduler --scheduler-file``, as in ``examples/hpc/``).
+    timeout : float
+        Seconds to wait for the scheduler to answer.
+
     Returns
     -------
     distributed.Client
+
+    Raises
+    ------
+    ValueError
+        The address is empty, or no scheduler answers there.
+
+    Examples
+    --------
+    >>> from distributed import LocalCluster
+    >>> running = LocalCluster(n_workers=1, processes=False, dashboard_address=":0")
+    >>> client = connect(running.scheduler_address)
+    >>> client.submit(sum, [1, 2]).result()
+    3
+    >>> client.close(); running.close()
     """
     from distributed import Client
 
@@ -295,6 +387,18 @@ class PinGPU(WorkerPlugin):
     dask-jobqueue starts ``processes`` workers per job, named ``<job>-<i>``; the
     plugin sets ``CUDA_VISIBLE_DEVICES`` to the ``i``-th GPU of the job before
     any task initialises CUDA, so ``cuda`` in that process means its own GPU.
+    :func:`slurm` registers it on jobs with GPUs.
+
+    Examples
+    --------
+    The third worker process (index 2) of a job with GPUs 4 to 7:
+
+    >>> import os
+    >>> from types import SimpleNamespace
+    >>> with worker_environment({"CUDA_VISIBLE_DEVICES": "4,5,6,7"}):
+    ...     PinGPU().setup(SimpleNamespace(name="SLURMCluster-3-2"))
+    ...     os.environ["CUDA_VISIBLE_DEVICES"]
+    '6'
     """
 
     name = "volseg-pin-gpu"

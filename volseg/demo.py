@@ -69,6 +69,21 @@ def run_demo(
     dict
         ``ni_iou`` (network, held-out scan), ``otsu_ni_iou`` (multi-Otsu baseline),
         ``best_val_ni_iou``, timings and paths.
+
+    Examples
+    --------
+    A toy run (one training step of a small network, so the IoU means nothing; the
+    full demo is ``run_demo()`` or ``volseg demo``, checked by
+    ``tests/test_training.py``):
+
+    >>> figures = run_demo(getfixture("tmp_path") / "demo", progress=False, device="cpu",
+    ...                    train_shape=(6, 64, 64), test_shape=(2, 64, 64), tile=32,
+    ...                    encoder_depth=3, decoder_channels=[32, 16, 8], batch_size=2,
+    ...                    epochs=1, steps_per_epoch=1)
+    >>> sorted(figures["paths"])
+    ['figure', 'mask', 'model', 'stats']
+    >>> 0 <= figures["ni_iou"] <= 1 and 0 <= figures["otsu_ni_iou"] <= 1
+    True
     """
     unknown = set(overrides) - set(DEMO_SETTINGS)
     if unknown:

@@ -43,6 +43,16 @@ class Evaluation:
         One row per chunk: index, bounds, counts, ``iou``, ``dice``.
     slices : pandas.DataFrame
         One row per z-slice: ``z``, counts, ``iou``, ``dice``.
+
+    Examples
+    --------
+    A mask that finds all Ni in the first slice and none in the second:
+
+    >>> truth = np.zeros((2, 8, 8), np.uint8); truth[:, :4] = 1
+    >>> mask = truth.copy(); mask[1] = 0
+    >>> result = evaluate(mask, truth, baseline="none")
+    >>> result.summary["ni_iou"], len(result.chunks), result.slices["iou"].tolist()
+    (0.5, 1, [1.0, 0.0])
     """
 
     summary: dict[str, Any]

@@ -81,6 +81,25 @@ class SegmentationResult:
         ``ni_dice``, ``precision``, ``recall``, ``two_class_mean_iou``.
     path : str
         Where the output group lives.
+    group : zarr.Group
+        The output group itself (``labels`` of a multi-class run, ``attrs``).
+
+    Examples
+    --------
+    A random-weight network on a random scan, in two chunks, scored against a truth:
+
+    >>> from volseg.model import build_unet, default_config, save_checkpoint
+    >>> cfg = default_config(encoder="resnet18", encoder_depth=3, decoder_channels=[32, 16, 8],
+    ...                      normalisation={"low": 0, "high": 1000})
+    >>> path = save_checkpoint(build_unet(cfg), cfg, getfixture("tmp_path") / "m.pt")
+    >>> scan = np.random.default_rng(0).integers(0, 1000, (2, 40, 50), dtype=np.uint16)
+    >>> result = segment(scan, model=path, truth=scan > 500, tile=64, chunks=(1, 40, 50),
+    ...                  progress=False, device="cpu")
+    >>> result.stats[["chunk_z", "z0", "z1", "voxels"]].values.tolist()
+    [[0, 0, 1, 2000], [1, 1, 2, 2000]]
+    >>> truth_voxels = result.summary["tp"] + result.summary["fn"]
+    >>> truth_voxels == int(np.count_nonzero(scan > 500)), 0 <= result.summary["ni_iou"] <= 1
+    (True, True)
     """
 
     mask: Any
@@ -628,7 +647,31 @@ def stats_table(output: vio.OutputGroup) -> pd.DataFrame:
 
 
 def output_phases(output: vio.OutputGroup) -> dict[str, int] | None:
-    """``{phase: label value}`` of an output group with ``labels`` (None for a Ni mask)."""
+    """``{phase: label value}`` of an output group with ``labels`` (None for a Ni mask).
+
+    Parameters
+    ----------
+    output : volseg.io.OutputGroup
+        An output group written by :func:`segment`.
+
+    Returns
+    -------
+    dict of str to int, or None
+        The phases recorded in its run parameters; None for a binary Ni mask.
+
+    Examples
+    --------
+    >>> import zarr
+    >>> from volseg.io import create_output
+    >>> phases = {"pore": 0, "ysz": 1, "ni": 2}
+    >>> output = create_output(zarr.storage.MemoryStore(), (2, 8, 8), (2, 8, 8),
+    ...                        attrs={"parameters": {"phases": phases}}, phases=phases)
+    >>> output_phases(output)
+    {'pore': 0, 'ysz': 1, 'ni': 2}
+    >>> print(output_phases(create_output(zarr.storage.MemoryStore(), (2, 8, 8), (2, 8, 8),
+    ...                                   attrs={"parameters": {"phases": None}})))
+    None
+    """
     phases = output.attrs.get("parameters", {}).get("phases")
     return {str(k): int(v) for k, v in phases.items()} if phases else None
 

@@ -75,6 +75,13 @@ class Scan:
         What the user gave, for messages and the output attrs.
     chunks : tuple of int
         The storage (or dask) chunk shape, used to choose processing blocks.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> scan = open_scan(da.zeros((10, 64, 64), dtype="uint16", chunks=(4, 32, 32)))
+    >>> scan.shape, scan.chunks, scan.dtype.name, scan.direct
+    ((10, 64, 64), (4, 32, 32), 'uint16', False)
     """
 
     array: Any
@@ -409,6 +416,20 @@ class OutputGroup:
         The processing block (= output chunk) shape.
     labels : zarr.Array or None
         uint8 phase label values of a multi-class run.
+
+    Examples
+    --------
+    A task writes its block, then the block is marked done:
+
+    >>> import zarr
+    >>> output = create_output(zarr.storage.MemoryStore(), (2, 8, 8), (2, 4, 8), attrs={})
+    >>> output.write_block((0, 1, 0), (slice(0, 2), slice(4, 8), slice(0, 8)),
+    ...                    np.ones((2, 4, 8), np.uint8), None, {"ni_voxels": 64})
+    >>> stats = output.read_stats()
+    >>> stats["done"][0, :, 0].tolist(), stats["ni_voxels"][0, :, 0].tolist()
+    ([False, True], [0, 64])
+    >>> int(output.mask[...].sum())
+    64
     """
 
     group: zarr.Group
@@ -573,6 +594,16 @@ def create_output(
     Returns
     -------
     OutputGroup
+
+    Examples
+    --------
+    >>> path = getfixture("tmp_path") / "scan_ni.zarr"
+    >>> output = create_output(path, (4, 50, 60), (2, 32, 32), attrs={"input": "scan.zarr"},
+    ...                        has_truth=True)
+    >>> output.mask.shape, output.chunks, output.stats["tp"].shape
+    ((4, 50, 60), (2, 32, 32), (2, 2, 2))
+    >>> output.attrs["status"], output.prob is None, output.labels is None
+    ('running', True, True)
     """
     group = zarr.open_group(_store_for(out), mode="w-", zarr_format=zarr_format)
     record = {**attrs, "status": "running"}
@@ -638,12 +669,35 @@ def create_output(
 def open_output(out: Any, mode: str = "r") -> OutputGroup:
     """Open an existing output group.
 
+    Parameters
+    ----------
+    out : path or zarr store
+        A group written by :func:`create_output` (``volseg segment``).
+    mode : str
+        Zarr access mode: ``"r"`` to read, ``"r+"`` to write into it.
+
+    Returns
+    -------
+    OutputGroup
+
     Raises
     ------
     FileNotFoundError
         Nothing at ``out``.
     ValueError
         ``out`` is not a volseg output group.
+
+    Examples
+    --------
+    >>> path = getfixture("tmp_path") / "scan_ni.zarr"
+    >>> _ = create_output(path, (2, 8, 8), (2, 8, 8), attrs={"input": "scan.zarr"})
+    >>> output = open_output(path)
+    >>> output.attrs["input"], output.attrs["status"], output.mask.shape
+    ('scan.zarr', 'running', (2, 8, 8))
+    >>> open_output(getfixture("tmp_path") / "missing.zarr")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: output '.../missing.zarr' does not exist; ...
     """
     if isinstance(out, (str, os.PathLike)) and not Path(out).exists():
         raise FileNotFoundError(
@@ -691,10 +745,25 @@ def write_arrays(
         Attributes of individual arrays.
     overwrite : bool
         Replace an existing group.
+    zarr_format : {2, 3}
+        Zarr format of the new group.
 
     Returns
     -------
     zarr.Group
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> image = da.ones((4, 30, 30), dtype="uint16", chunks=(2, 30, 30))
+    >>> labels = np.zeros((4, 30, 30), np.uint8)
+    >>> group = write_arrays(getfixture("tmp_path") / "pair.zarr",
+    ...                      {"image": image, "labels": labels}, chunks=(2, 16, 16),
+    ...                      attrs={"source": "doctest"})
+    >>> sorted(name for name, _ in group.arrays()), group["image"].chunks
+    (['image', 'labels'], (2, 16, 16))
+    >>> int(group["image"][...].sum()), group.attrs["source"]
+    (3600, 'doctest')
     """
     if output_exists(out):
         if not overwrite:
@@ -818,6 +887,21 @@ def convert(
     Returns
     -------
     zarr.Group
+
+    Examples
+    --------
+    A TIFF stack to a two-level pyramid; level 1 has half the pixels along y and x:
+
+    >>> import tifffile
+    >>> tiff = getfixture("tmp_path") / "scan.tif"
+    >>> volume = np.arange(4 * 64 * 64, dtype=np.uint16).reshape(4, 64, 64)
+    >>> tifffile.imwrite(tiff, volume, photometric="minisblack")
+    >>> group = convert(tiff, getfixture("tmp_path") / "scan.zarr", chunks=(2, 32, 32),
+    ...                 levels=2, voxel_size=(1.0, 0.5, 0.5), unit="micrometer", progress=False)
+    >>> group["0"].shape, group["1"].shape, group["0"].chunks
+    ((4, 64, 64), (4, 32, 32), (2, 32, 32))
+    >>> recorded_voxel_size(open_scan(group["1"]))
+    ((1.0, 1.0, 1.0), 'micrometer')
     """
     if levels < 1:
         raise ValueError(f"levels={levels!r} must be at least 1.")

@@ -162,11 +162,22 @@ def two_class_mean_iou(tp, fp, fn, tn):
 def pooled_scores(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
     """Pooled scores from summed counts.
 
+    Parameters
+    ----------
+    tp, fp, fn, tn : int
+        Confusion counts of the Ni class, summed over chunks (or slices).
+
     Returns
     -------
     dict
         ``ni_iou``, ``ni_dice``, ``precision``, ``recall`` and
         ``two_class_mean_iou`` (labelled: it averages Ni and background).
+
+    Examples
+    --------
+    >>> scores = pooled_scores(tp=8, fp=2, fn=0, tn=10)
+    >>> scores["ni_iou"], scores["precision"], scores["recall"]
+    (0.8, 0.8, 1.0)
     """
     return {
         "ni_iou": float(iou(tp, fp, fn)),
@@ -178,7 +189,24 @@ def pooled_scores(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
 
 
 def scores_table(counts: pd.DataFrame) -> pd.DataFrame:
-    """Add ``iou`` and ``dice`` columns to a table with ``tp``, ``fp``, ``fn`` columns."""
+    """Add ``iou`` and ``dice`` columns to a table with ``tp``, ``fp``, ``fn`` columns.
+
+    Parameters
+    ----------
+    counts : pandas.DataFrame
+        One row per chunk or slice with count columns ``tp``, ``fp`` and ``fn``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with ``iou`` and ``dice`` added (NaN where a row has no Ni at all).
+
+    Examples
+    --------
+    >>> table = scores_table(pd.DataFrame({"tp": [8, 0], "fp": [1, 0], "fn": [1, 0]}))
+    >>> table["iou"].round(3).tolist(), table["dice"].round(3).tolist()
+    ([0.8, nan], [0.889, nan])
+    """
     table = counts.copy()
     table["iou"] = iou(table["tp"].to_numpy(), table["fp"].to_numpy(), table["fn"].to_numpy())
     table["dice"] = dice(table["tp"].to_numpy(), table["fp"].to_numpy(), table["fn"].to_numpy())

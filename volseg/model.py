@@ -142,8 +142,9 @@ def _validate_config(config: dict[str, Any]) -> None:
 
 
 def model_phases(config: dict[str, Any]) -> dict[str, int] | None:
-    """``{phase name: label value}`` of a multi-class model (class ``i`` = ``i``-th entry);
-    None for a binary Ni model.
+    """The phases of a multi-class model as ``{name: label value}``; None for a binary one.
+
+    Class ``i`` of the network is the ``i``-th entry.
 
     Examples
     --------
@@ -257,7 +258,25 @@ def _load_encoder_file(encoder: torch.nn.Module, path: Path) -> None:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB pieces."""
+    """SHA-256 hex digest of a file, read in 1 MiB pieces.
+
+    Parameters
+    ----------
+    path : path
+        The file (a checkpoint: its digest identifies the model in output attrs).
+
+    Returns
+    -------
+    str
+        64 hexadecimal digits.
+
+    Examples
+    --------
+    >>> path = getfixture("tmp_path") / "hello.txt"
+    >>> _ = path.write_bytes(b"hello")
+    >>> file_sha256(path)
+    '2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824'
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for piece in iter(lambda: handle.read(1 << 20), b""):
@@ -291,6 +310,18 @@ def save_checkpoint(
     -------
     pathlib.Path
         The written file.
+
+    Examples
+    --------
+    >>> cfg = default_config(encoder="resnet18", encoder_depth=3, decoder_channels=[32, 16, 8])
+    >>> network = build_unet(cfg)
+    >>> path = save_checkpoint(network, cfg, getfixture("tmp_path") / "unet.pt")
+    >>> path.name, torch.load(path, weights_only=True)["format"]
+    ('unet.pt', 'volseg.unet/1')
+    >>> save_checkpoint(network, cfg, path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileExistsError: model file '.../unet.pt' already exists; pass overwrite=True to replace it.
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -313,7 +344,24 @@ def save_checkpoint(
 
 
 def update_training(path: str | os.PathLike, values: dict[str, Any]) -> None:
-    """Update entries of a checkpoint's training record in place (atomically)."""
+    """Update entries of a checkpoint's training record in place (atomically).
+
+    Parameters
+    ----------
+    path : path
+        A checkpoint written by :func:`save_checkpoint`.
+    values : dict
+        Entries to add or replace (plain Python values); the weights are unchanged.
+
+    Examples
+    --------
+    >>> cfg = default_config(encoder="resnet18", encoder_depth=3, decoder_channels=[32, 16, 8])
+    >>> path = save_checkpoint(build_unet(cfg), cfg, getfixture("tmp_path") / "unet.pt",
+    ...                        training={"epochs": 3})
+    >>> update_training(path, {"note": "fine-tuned on scan A"})
+    >>> load_checkpoint(path).training
+    {'epochs': 3, 'note': 'fine-tuned on scan A'}
+    """
     path = Path(path)
     payload = torch.load(path, map_location="cpu", weights_only=True)
     payload.setdefault("training", {}).update(copy.deepcopy(values))
@@ -340,6 +388,16 @@ class LoadedModel:
         Where the network lives.
     training : dict
         The training record stored in the checkpoint.
+
+    Examples
+    --------
+    A network built in memory (no file, so no digest), ready for :class:`TilePredictor`
+    or ``volseg.segment(scan, model=loaded)``:
+
+    >>> cfg = default_config(encoder="resnet18", encoder_depth=3, decoder_channels=[32, 16, 8])
+    >>> loaded = LoadedModel(build_unet(cfg), cfg)
+    >>> loaded.device, loaded.sha256, loaded.config["encoder"]
+    (device(type='cpu'), '', 'resnet18')
     """
 
     network: torch.nn.Module
@@ -377,6 +435,21 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     Returns
     -------
     LoadedModel
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    ValueError
+        The file is not a volseg checkpoint, or cannot be loaded safely.
+
+    Examples
+    --------
+    >>> cfg = default_config(encoder="resnet18", encoder_depth=3, decoder_channels=[32, 16, 8])
+    >>> path = save_checkpoint(build_unet(cfg), cfg, getfixture("tmp_path") / "unet.pt")
+    >>> loaded = load_checkpoint(path, device="cpu")
+    >>> loaded.config == cfg, loaded.device, loaded.sha256 == file_sha256(path)
+    (True, device(type='cpu'), True)
     """
     path = Path(path)
     if not path.is_file():
@@ -423,7 +496,29 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 
 def parse_device(device: str | torch.device) -> None:
-    """Check that ``device`` is a device name, without asking whether it exists here."""
+    """Check that ``device`` is a device name, without asking whether it exists here.
+
+    Used before work is sent to cluster workers, which resolve the device themselves
+    (see :func:`resolve_device`).
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:i"``.
+
+    Raises
+    ------
+    ValueError
+        Not a device name, or a device type volseg does not run on.
+
+    Examples
+    --------
+    >>> parse_device("cuda:1")  # a valid name, also on a machine without GPUs
+    >>> parse_device("gpu0")
+    Traceback (most recent call last):
+    ...
+    ValueError: device 'gpu0' is not understood; use 'auto', 'cpu', 'cuda' or 'cuda:0'.
+    """
     if isinstance(device, torch.device) or device == "auto":
         return
     try:
@@ -520,6 +615,24 @@ class TilePredictor:
     with half-precision autocast and pinned host memory, and asynchronously through
     :meth:`submit` / :meth:`collect` so that the next batch is prepared while the GPU
     computes (see :func:`volseg.tiling.stitch_block`).
+
+    Parameters
+    ----------
+    loaded : LoadedModel
+        The network and its configuration (``classes``).
+    half : bool, optional
+        Half-precision autocast; default: on CUDA only.
+
+    Examples
+    --------
+    A three-phase network gives per-class probabilities that add up to 1:
+
+    >>> cfg = default_config(encoder="resnet18", encoder_depth=3, decoder_channels=[32, 16, 8],
+    ...                      classes=3)
+    >>> predict = TilePredictor(LoadedModel(build_unet(cfg), cfg))
+    >>> probability = predict(np.random.default_rng(0).random((2, 64, 64), dtype=np.float32))
+    >>> probability.shape, bool(np.allclose(probability.sum(axis=1), 1, atol=1e-5))
+    ((2, 3, 64, 64), True)
     """
 
     def __init__(self, loaded: LoadedModel, half: bool | None = None):
@@ -578,6 +691,28 @@ def cached_model(
     Keyed by the checkpoint's SHA-256 and the device, so every task on a worker
     shares one network. With ``sha256`` given, a file whose content changed since
     is an error; with None the file is hashed (and validated) first.
+
+    Parameters
+    ----------
+    path : path
+        The checkpoint.
+    sha256 : str, optional
+        Its expected digest (as recorded when the run started).
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:i"``.
+
+    Returns
+    -------
+    LoadedModel
+        The same object for every call with the same file content and device.
+
+    Examples
+    --------
+    >>> cfg = default_config(encoder="resnet18", encoder_depth=3, decoder_channels=[32, 16, 8])
+    >>> path = save_checkpoint(build_unet(cfg), cfg, getfixture("tmp_path") / "unet.pt")
+    >>> first = cached_model(path, device="cpu")
+    >>> cached_model(path, sha256=first.sha256, device="cpu") is first
+    True
     """
     torch_device = resolve_device(device)
     if sha256 is None:

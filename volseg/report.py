@@ -55,6 +55,14 @@ def training_curves(history: Any, path: str | Path, best_epoch: int | None = Non
     Returns
     -------
     pathlib.Path
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> history = pd.DataFrame({"epoch": [1, 2], "loss": [0.9, 0.5], "val_loss": [0.8, 0.6],
+    ...                         "val_ni_iou": [0.6, 0.8], "val_dice": [0.7, 0.9]})
+    >>> training_curves(history, getfixture("tmp_path") / "t.png", best_epoch=2).is_file()
+    True
     """
     plt = _pyplot()
     fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -96,6 +104,13 @@ def slice_figure(
     Returns
     -------
     pathlib.Path
+
+    Examples
+    --------
+    >>> image = np.random.default_rng(0).random((32, 32))
+    >>> mask = image > 0.5
+    >>> slice_figure(image, mask, getfixture("tmp_path") / "s.png", truth=mask).suffix
+    '.png'
     """
     from matplotlib.colors import ListedColormap
     from scipy import ndimage
@@ -142,7 +157,15 @@ def _save(fig, path: Path) -> Path:
 def slices_figure(
     image: Any, mask: Any, path: str | Path, truth: Any = None, n_slices: int = 3
 ) -> Path:
-    """Evenly spaced z-slices: mask outline over the grey values, and the errors with truth."""
+    """Evenly spaced z-slices: mask outline over the grey values, and the errors with truth.
+
+    Examples
+    --------
+    >>> image = np.random.default_rng(0).random((6, 32, 32))
+    >>> path = slices_figure(image, image > 0.5, getfixture("tmp_path") / "s.png", n_slices=2)
+    >>> path.is_file()
+    True
+    """
     from matplotlib.colors import ListedColormap
     from scipy import ndimage
 
@@ -181,7 +204,16 @@ def slices_figure(
 
 
 def chunk_heatmap(stats: Any, column: str, path: str | Path, label: str) -> Path:
-    """Per-chunk values as a heat map: rows are z-chunks, columns the (y, x) chunks."""
+    """Per-chunk values as a heat map: rows are z-chunks, columns the (y, x) chunks.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> stats = pd.DataFrame({"chunk_z": [0, 0, 1, 1], "chunk_y": [0, 0, 0, 0],
+    ...                       "chunk_x": [0, 1, 0, 1], "iou": [0.9, 0.8, 0.95, 0.7]})
+    >>> chunk_heatmap(stats, "iou", getfixture("tmp_path") / "h.png", "Ni IoU").is_file()
+    True
+    """
     plt = _pyplot()
     nz = int(stats["chunk_z"].max()) + 1
     ny = int(stats["chunk_y"].max()) + 1
@@ -208,6 +240,13 @@ def fraction_profiles(
 
     Positions are voxel indices, or physical positions (voxel centres, in ``unit``)
     with ``voxel_size``.
+
+    Examples
+    --------
+    >>> profiles = {axis: np.linspace(0.2, 0.4, 8) for axis in "zyx"}
+    >>> out = getfixture("tmp_path") / "p.png"
+    >>> fraction_profiles(profiles, out, (0.5, 0.02, 0.02), "micrometer").is_file()
+    True
     """
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.0))
@@ -225,7 +264,15 @@ def fraction_profiles(
 
 
 def phase_histograms(histograms: dict[str, np.ndarray], edges: np.ndarray, path) -> Path:
-    """Grey-value histograms per phase (predicted, and true where truth exists)."""
+    """Grey-value histograms per phase (predicted, and true where truth exists).
+
+    Examples
+    --------
+    >>> edges = np.linspace(0, 1, 11)
+    >>> counts = {"predicted Ni": np.arange(10), "predicted other": np.arange(10)[::-1]}
+    >>> phase_histograms(counts, edges, getfixture("tmp_path") / "h.png").is_file()
+    True
+    """
     plt = _pyplot()
     fig, axis = plt.subplots(figsize=(6, 3.2))
     centres = (edges[:-1] + edges[1:]) / 2
@@ -286,6 +333,21 @@ def make_report(
     -------
     pathlib.Path
         The HTML file.
+
+    Examples
+    --------
+    >>> import volseg
+    >>> from volseg.model import build_unet, default_config, save_checkpoint
+    >>> tmp = getfixture("tmp_path")
+    >>> cfg = default_config(encoder="resnet18", encoder_depth=3, decoder_channels=[32, 16, 8],
+    ...                      normalisation={"low": 0, "high": 60000})
+    >>> model = save_checkpoint(build_unet(cfg), cfg, tmp / "m.pt")
+    >>> _ = volseg.synth.write_anode(tmp / "scan.zarr", shape=(4, 64, 64), chunks=(4, 64, 64))
+    >>> res = volseg.segment(tmp / "scan.zarr" / "image", model, out=tmp / "out.zarr",
+    ...                      tile=64, device="cpu", progress=False)
+    >>> page = make_report(tmp / "out.zarr", truth=tmp / "scan.zarr" / "labels")
+    >>> "Microstructure" in page.read_text()
+    True
     """
     import base64
     import html as html_lib

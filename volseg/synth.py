@@ -42,6 +42,18 @@ class AnodeParameters:
     field mixes a coarse scale (``grain_sigma``: grains tens of voxels across) with
     a fine one (``fine_sigma`` with relative weight ``fine_weight``: necks, small
     particles and rough boundaries a few voxels across).
+
+    Examples
+    --------
+    :func:`anode` takes the fields as keywords; a misspelt one is an error:
+
+    >>> params = AnodeParameters(noise_sigma=500.0)
+    >>> params.ni_fraction, (params.grey_ni - params.grey_ysz) / params.noise_sigma
+    (0.3, 11.8)
+    >>> AnodeParameters(ni_fractoin=0.3)
+    Traceback (most recent call last):
+    ...
+    TypeError: AnodeParameters.__init__() got an unexpected keyword argument 'ni_fractoin'
     """
 
     ni_fraction: float = 0.3
@@ -220,8 +232,37 @@ def write_anode(
 ) -> Any:
     """Write :func:`anode` into a Zarr group with arrays ``image`` and ``labels``.
 
-    Returns the zarr group. Generated block by block: memory does not grow with
-    the volume.
+    Generated block by block: memory does not grow with the volume.
+
+    Parameters
+    ----------
+    out : path or zarr store
+        The group to create.
+    shape : tuple of 3 int
+        (z, y, x) size.
+    seed : int
+        As in :func:`anode`: the same seed gives the same volume, whatever ``chunks``.
+    chunks : tuple of 3 int
+        Stored chunk shape.
+    overwrite : bool
+        Replace an existing group.
+    **parameters
+        Fields of :class:`AnodeParameters`.
+
+    Returns
+    -------
+    zarr.Group
+        Arrays ``image`` (uint16) and ``labels`` (uint8, its attrs record
+        :data:`PHASES`); the group attrs record the seed and parameters.
+
+    Examples
+    --------
+    >>> out = getfixture("tmp_path") / "anode.zarr"
+    >>> group = write_anode(out, (4, 48, 48), seed=1, chunks=(2, 48, 48))
+    >>> group["labels"].chunks, group["labels"].attrs["phases"]
+    ((2, 48, 48), {'pore': 0, 'ysz': 1, 'ni': 2})
+    >>> group["image"].dtype.name, sorted(np.unique(group["labels"][...]).tolist())
+    ('uint16', [0, 1, 2])
     """
     from . import io as vio
 

@@ -67,6 +67,14 @@ class AxisGrid:
         context every pixel has inside some tile.
     count : int
         Number of tiles along the axis.
+
+    Examples
+    --------
+    >>> g = axis_grid(300, tile=128, overlap=0.25)
+    >>> g.origin(1), g.origin(1) + g.tile
+    (80, 208)
+    >>> g.touching(100, 200)  # the tiles a block of pixels 100..199 needs
+    range(0, 3)
     """
 
     size: int
@@ -89,7 +97,22 @@ class AxisGrid:
 
 @dataclass(frozen=True)
 class PlaneGrid:
-    """The global tile grid of a plane: one :class:`AxisGrid` per axis."""
+    """The global tile grid of a plane: one :class:`AxisGrid` per axis.
+
+    Attributes
+    ----------
+    y, x : AxisGrid
+        The grids along the plane's rows and columns (same tile and overlap).
+
+    Examples
+    --------
+    A 501 x 501 slice in 128-pixel tiles with 25 % overlap: the network computes
+    2.35 pixels per output pixel.
+
+    >>> grid = plane_grid((501, 501), tile=128, overlap=0.25)
+    >>> grid.tile, grid.n_tiles, round(grid.model_pixels_per_pixel(), 2)
+    (128, 36, 2.35)
+    """
 
     y: AxisGrid
     x: AxisGrid
@@ -245,12 +268,24 @@ def reflected_read_plan(
         The global tile grid.
     y_range, x_range : tuple of int
         The block's own pixels ``[start, stop)`` along y and x.
+    pad : {"reflect", "constant"}
+        Tile pixels outside the volume: mirrored data, or zeros.
 
     Returns
     -------
     ReadPlan
         The window spans every tile that touches the block (the block plus its
         halo); the read is the bounding box of the in-volume pixels it mirrors.
+
+    Examples
+    --------
+    A block at the top border of a 50 x 70 plane: its window starts 8 rows above
+    the volume (mirrored), so only rows 0..39 are read.
+
+    >>> grid = plane_grid((50, 70), tile=32, overlap=0.5)
+    >>> plan = reflected_read_plan(grid, (0, 20), (30, 70))
+    >>> plan.y_window, plan.y_read, plan.x_window, plan.x_read
+    ((-8, 40), slice(0, 40, None), (8, 88), slice(8, 70, None))
     """
     ty = grid.y.touching(*y_range)
     tx = grid.x.touching(*x_range)
@@ -264,7 +299,34 @@ def reflected_read_plan(
 
 
 def apply_read_plan(plan: ReadPlan, block: np.ndarray) -> np.ndarray:
-    """Build the mirrored window from ``block = volume[..., plan.y_read, plan.x_read]``."""
+    """Build the mirrored window from ``block = volume[..., plan.y_read, plan.x_read]``.
+
+    Parameters
+    ----------
+    plan : ReadPlan
+        From :func:`reflected_read_plan`.
+    block : numpy.ndarray
+        ``(..., rows, cols)``: the volume read at ``plan.y_read``, ``plan.x_read``.
+
+    Returns
+    -------
+    numpy.ndarray
+        The window over ``plan.y_window`` x ``plan.x_window``: mirrored (or zero,
+        with ``pad="constant"``) where it leaves the volume; ``block`` itself when
+        the window lies inside.
+
+    Examples
+    --------
+    The window of a whole 6 x 8 plane is the plane padded with numpy's ``reflect``:
+
+    >>> volume = np.arange(6 * 8, dtype=np.float32).reshape(1, 6, 8)
+    >>> plan = reflected_read_plan(plane_grid((6, 8), tile=4, overlap=0.5), (0, 6), (0, 8))
+    >>> window = apply_read_plan(plan, volume[:, plan.y_read, plan.x_read])
+    >>> plan.y_window, plan.x_window, window.shape
+    ((-1, 7), (-1, 9), (1, 8, 10))
+    >>> bool(np.array_equal(window, np.pad(volume, ((0, 0), (1, 1), (1, 1)), mode="reflect")))
+    True
+    """
     if plan.y_take is not None:
         block = np.take(block, plan.y_take, axis=-2)
     if plan.x_take is not None:
