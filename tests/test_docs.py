@@ -189,3 +189,22 @@ def test_docs_build_strict_and_leave_the_tree_alone(tmp_path):
     cli_page = (site / "cli" / "index.html").read_text()
     assert "cli-reference" not in cli_page
     assert "--steps-per-epoch" in cli_page
+
+
+def test_every_option_has_help_and_demo_epochs_match_the_demo():
+    import argparse
+
+    from volseg.cli import build_parser
+    from volseg.demo import DEMO_SETTINGS
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [
+        f"{name} {action.option_strings}"
+        for name, sub in commands.choices.items()
+        for action in sub._actions
+        if action.option_strings and not action.help
+    ]
+    assert missing == []
+    demo = commands.choices["demo"].parse_args([])
+    assert demo.epochs == DEMO_SETTINGS["epochs"]

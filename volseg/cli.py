@@ -37,10 +37,25 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tile", type=int, default=128, help="tile size, multiple of 32 (128)")
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (0.25)")
-    p.add_argument("--blend", choices=["gaussian", "constant"], default="gaussian")
-    p.add_argument("--pad", choices=["reflect", "constant"], default="reflect")
+    p.add_argument(
+        "--blend",
+        choices=["gaussian", "constant"],
+        default="gaussian",
+        help="weights of overlapping tiles: Gaussian (default) or a plain average",
+    )
+    p.add_argument(
+        "--pad",
+        choices=["reflect", "constant"],
+        default="reflect",
+        help="what tiles see beyond the volume border: mirrored data (default) or zeros",
+    )
     p.add_argument("--batch-size", type=int, default=16, help="tiles per forward pass (16)")
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="Ni where the blended probability exceeds it (binary models; 0.5)",
+    )
     p.add_argument(
         "--save-prob",
         choices=["uint8", "float16", "float32"],
@@ -251,12 +266,30 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         "into a Zarr group, block by block.",
     )
     p.add_argument("out", help="output Zarr group")
-    p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), default=(64, 384, 384))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--chunks", type=int, nargs=3, metavar=("Z", "Y", "X"), default=(16, 256, 256))
-    p.add_argument("--ni-fraction", type=float, default=0.3)
-    p.add_argument("--ysz-fraction", type=float, default=0.4)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        default=(64, 384, 384),
+        help="volume shape in voxels",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same volume)")
+    p.add_argument(
+        "--chunks",
+        type=int,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        default=(16, 256, 256),
+        help="Zarr chunk shape of image and labels",
+    )
+    p.add_argument(
+        "--ni-fraction", type=float, default=0.3, help="expected Ni volume fraction (0.3)"
+    )
+    p.add_argument(
+        "--ysz-fraction", type=float, default=0.4, help="expected YSZ volume fraction (0.4)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_run_synth)
 
 
@@ -303,11 +336,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="value of Ni in the labels (default: from their attrs, else 1)",
     )
-    p.add_argument("--tile", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--steps-per-epoch", type=int, default=None)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--tile", type=int, default=128, help="training crop size, multiple of 32")
+    p.add_argument("--batch-size", type=int, default=16, help="crops per optimiser step")
+    p.add_argument(
+        "--epochs", type=int, default=100, help="maximum epochs (early stopping may end sooner)"
+    )
+    p.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=None,
+        help="batches per epoch (default: enough to cover the training slices once, 4..500)",
+    )
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument(
         "--loss",
         choices=["bce+dice", "bce", "dice", "ce+dice", "ce"],
@@ -336,13 +376,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="share of slices held out as a validation slab (0.2)",
     )
     p.add_argument("--patience", type=int, default=10, help="early-stopping patience (epochs)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--encoder-depth", type=int, default=5)
-    p.add_argument("--decoder-channels", type=int, nargs="+", default=None)
+    p.add_argument("--seed", type=int, default=0, help="seeds crops, augmentation, weights")
+    p.add_argument("--encoder-depth", type=int, default=5, help="U-Net levels (3..5)")
+    p.add_argument(
+        "--decoder-channels",
+        type=int,
+        nargs="+",
+        default=None,
+        help="one width per level (default: 256 128 64 32 16, cut to --encoder-depth)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--resume-from", default=None, help="continue training this checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_run_train)
 
 
@@ -424,10 +470,11 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "cores, no network).",
     )
     p.add_argument("--out", default="volseg-demo", help="output folder (volseg-demo)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (12)")
+    # = volseg.demo.DEMO_SETTINGS["epochs"] (not imported here: --help stays fast)
+    p.add_argument("--epochs", type=int, default=12, help="training epochs")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=_run_demo)
 
 
@@ -475,7 +522,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="value of Ni in TRUTH (default: from its attrs, else 1)",
     )
-    p.add_argument("--baseline", choices=["multiotsu", "otsu", "none"], default="multiotsu")
+    p.add_argument(
+        "--baseline",
+        choices=["multiotsu", "otsu", "none"],
+        default="multiotsu",
+        help="global threshold on the scan to compare with (multiotsu: 3 classes, Ni brightest)",
+    )
     p.add_argument(
         "--scan",
         default=None,
@@ -536,7 +588,12 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("out", help="volseg output group")
     p.add_argument("--truth", default=None, help="labels, for IoU maps and discrepancies")
-    p.add_argument("--ni-label", type=float, default=None)
+    p.add_argument(
+        "--ni-label",
+        type=float,
+        default=None,
+        help="value of Ni in --truth (default: from its attrs, else 1)",
+    )
     p.add_argument("--scan", default=None, help="the scan (default: recorded in the output)")
     p.add_argument("--html", default=None, help="HTML file (default: <out>_report.html)")
     p.add_argument("--png-dir", default=None, help="PNG folder (default: <out>_report/)")
@@ -584,14 +641,26 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", help="TIFF file, folder of TIFF slices, .h5/.hdf5 file, or Zarr")
     p.add_argument("out", help="OME-Zarr group to write")
     p.add_argument("--dataset", default=None, help="HDF5 dataset path")
-    p.add_argument("--chunks", type=int, nargs=3, metavar=("Z", "Y", "X"), default=(16, 256, 256))
+    p.add_argument(
+        "--chunks",
+        type=int,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        default=(16, 256, 256),
+        help="chunk shape of level 0",
+    )
     p.add_argument("--levels", type=int, default=3, help="resolution levels (3)")
     p.add_argument(
-        "--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), default=(1.0, 1.0, 1.0)
+        "--voxel-size",
+        type=float,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        default=(1.0, 1.0, 1.0),
+        help="voxel side per axis, recorded in the OME-Zarr metadata (see --unit)",
     )
     p.add_argument("--unit", default=None, help="unit of --voxel-size, e.g. micrometer")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_run_convert)
 
 
@@ -641,7 +710,13 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
         "measure each phase and the triple-phase boundary density. Without values: the "
         "phases recorded in its attrs, else pore=0 ysz=1 ni=2",
     )
-    p.add_argument("--connectivity", type=int, choices=[6, 26], default=6)
+    p.add_argument(
+        "--connectivity",
+        type=int,
+        choices=[6, 26],
+        default=6,
+        help="voxels of a component touch by faces (6) or also edges and corners (26)",
+    )
     p.add_argument(
         "--max-radius",
         type=int,

@@ -367,7 +367,8 @@ def blend_window(tile: int, mode: str = "gaussian", sigma_scale: float = 0.125) 
     mode : {"gaussian", "constant"}
         ``gaussian`` (default): separable Gaussian centred on the tile with
         standard deviation ``sigma_scale * tile``, scaled to a maximum of 1 and
-        clipped below at 1e-4 (as MONAI's sliding-window inference). ``constant``:
+        clipped below at 1e-4 so every pixel keeps a positive weight (MONAI clips
+        at 1e-3). ``constant``:
         all ones, a plain average of overlapping predictions.
     sigma_scale : float
         Gaussian width relative to the tile.
