@@ -659,6 +659,19 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
         help="voxel side per axis, recorded in the OME-Zarr metadata (see --unit)",
     )
     p.add_argument("--unit", default=None, help="unit of --voxel-size, e.g. micrometer")
+    p.add_argument(
+        "--labels",
+        action="store_true",
+        help="INPUT is a label volume: lower levels take every second pixel, not averages",
+    )
+    p.add_argument(
+        "--phases",
+        nargs="+",
+        metavar="NAME=VALUE",
+        default=None,
+        help="label value of each phase, recorded with the labels (implies --labels), "
+        "e.g. pore=0 ysz=1 ni=2",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_run_convert)
@@ -677,6 +690,8 @@ def _run_convert(args: argparse.Namespace) -> int:
         unit=args.unit,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        labels=args.labels,
+        phases=_phases(args.phases),
     )
     levels = sorted(name for name, _ in group.arrays())
     print(f"wrote {args.out}: levels {', '.join(levels)}, level 0 shape {group['0'].shape}")

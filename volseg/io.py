@@ -857,11 +857,15 @@ def convert(
     unit: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    labels: bool = False,
+    phases: dict[str, int] | None = None,
 ) -> zarr.Group:
     """Convert a TIFF stack, an HDF5 dataset or any volseg input into chunked OME-Zarr.
 
     Level 0 is the volume itself (array ``"0"``); each further level halves y and x
-    (mean of 2x2 blocks, chunk by chunk), so viewers such as napari can browse it.
+    (mean of 2x2 blocks, chunk by chunk; for label volumes every second pixel, so
+    levels hold label values, not averages of them), so viewers such as napari can
+    browse it.
 
     Parameters
     ----------
@@ -883,6 +887,12 @@ def convert(
         Replace an existing group.
     progress : bool
         Show a progress bar.
+    labels : bool
+        The volume holds labels: downsample by taking every second pixel.
+    phases : dict, optional
+        ``{name: label value}`` of a label volume (implies ``labels``), recorded in
+        the attrs of every level so that training, evaluation and ``measure_phases``
+        find the phases (as ``volseg synth`` records them).
 
     Returns
     -------
@@ -902,6 +912,14 @@ def convert(
     ((4, 64, 64), (4, 32, 32), (2, 32, 32))
     >>> recorded_voxel_size(open_scan(group["1"]))
     ((1.0, 1.0, 1.0), 'micrometer')
+
+    Labels keep their values on every level, and their phases:
+
+    >>> labels = np.random.default_rng(0).integers(0, 3, (2, 8, 8)).astype(np.uint8)
+    >>> group = convert(labels, getfixture("tmp_path") / "labels.zarr", chunks=(2, 8, 8),
+    ...                 levels=2, phases={"pore": 0, "ysz": 1, "ni": 2}, progress=False)
+    >>> bool((group["1"][...] == labels[:, ::2, ::2]).all()), recorded_phases(open_scan(group["1"]))
+    (True, {'pore': 0, 'ysz': 1, 'ni': 2})
     """
     if levels < 1:
         raise ValueError(f"levels={levels!r} must be at least 1.")
@@ -914,12 +932,18 @@ def convert(
     else:
         scan = open_scan(source, role="input")
         volume = scan.array if isinstance(scan.array, da.Array) else da.from_array(scan.array)
+    labels = labels or phases is not None
     pyramid = {"0": volume}
     current = volume
     for level in range(1, levels):
         if min(current.shape[1:]) < 2:
             break
-        current = da.coarsen(np.mean, current, {1: 2, 2: 2}, trim_excess=True).astype(volume.dtype)
+        if labels:
+            height, width = (n // 2 * 2 for n in current.shape[1:])
+            current = current[:, :height:2, :width:2]
+        else:
+            current = da.coarsen(np.mean, current, {1: 2, 2: 2}, trim_excess=True)
+            current = current.astype(volume.dtype)
         pyramid[str(level)] = current
     factors = [(1, 2**i, 2**i) for i in range(len(pyramid))]
     attrs = {"ome": ome_multiscales(list(pyramid), voxel_size, "image", factors, unit)}
@@ -933,4 +957,7 @@ def convert(
     with contextlib.ExitStack() as stack:
         for callback in callbacks:
             stack.enter_context(callback)
-        return write_arrays(out, pyramid, chunks=chunks, attrs=attrs, overwrite=overwrite)
+        array_attrs = {name: {"phases": dict(phases)} for name in pyramid} if phases else None
+        return write_arrays(
+            out, pyramid, chunks=chunks, attrs=attrs, array_attrs=array_attrs, overwrite=overwrite
+        )
