@@ -14,6 +14,12 @@ __all__ = ["build_parser", "main"]
 log = logging.getLogger("volseg")
 
 
+def _label(text: str) -> float:
+    """A label value: ``2`` stays the integer 2 (messages and records read "2", not "2.0")."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
 def _shape(values: Sequence[int]) -> tuple[int, int, int]:
     return tuple(int(v) for v in values)
 
@@ -31,7 +37,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--truth", help="ground-truth labels of the same shape, for IoU")
     p.add_argument(
         "--ni-label",
-        type=float,
+        type=_label,
         default=None,
         help="value of Ni in --truth (default: from the truth's attrs, else 1)",
     )
@@ -332,7 +338,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--freeze-encoder", action="store_true", help="train the decoder only")
     p.add_argument(
         "--ni-label",
-        type=float,
+        type=_label,
         default=None,
         help="value of Ni in the labels (default: from their attrs, else 1)",
     )
@@ -518,7 +524,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("truth", help="labels or binary mask of the same shape")
     p.add_argument(
         "--ni-label",
-        type=float,
+        type=_label,
         default=None,
         help="value of Ni in TRUTH (default: from its attrs, else 1)",
     )
@@ -590,7 +596,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--truth", default=None, help="labels, for IoU maps and discrepancies")
     p.add_argument(
         "--ni-label",
-        type=float,
+        type=_label,
         default=None,
         help="value of Ni in --truth (default: from its attrs, else 1)",
     )
@@ -707,7 +713,7 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
         "distance-transform thickness of the phase, computed chunk by chunk.",
     )
     p.add_argument("mask", help="volseg output group or any binary/label volume")
-    p.add_argument("--label", type=float, default=1, help="value of the phase in MASK (1)")
+    p.add_argument("--label", type=_label, default=1, help="value of the phase in MASK (1)")
     p.add_argument(
         "--voxel-size",
         type=float,

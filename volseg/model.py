@@ -554,10 +554,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             ) from exc
     if chosen.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} asked for CUDA but no GPU is visible.")
+            raise ValueError(
+                f"device {str(device)!r} asked for CUDA but no GPU is visible; use --device cpu "
+                "(device='cpu') or 'auto', or run where a GPU is visible (CUDA_VISIBLE_DEVICES)."
+            )
         if chosen.index is not None and chosen.index >= torch.cuda.device_count():
             raise ValueError(
-                f"device {str(device)!r}: only {torch.cuda.device_count()} GPU(s) are visible."
+                f"device {str(device)!r}: only {torch.cuda.device_count()} GPU(s) are visible "
+                f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1}); use one of them or 'auto'."
             )
     elif chosen.type != "cpu":
         raise ValueError(f"device {str(device)!r} is not supported; use 'cpu' or 'cuda[:i]'.")
