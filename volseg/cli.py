@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ._version import __version__
 
@@ -18,6 +19,16 @@ def _label(text: str) -> float:
     """A label value: ``2`` stays the integer 2 (messages and records read "2", not "2.0")."""
     value = float(text)
     return int(value) if value.is_integer() else value
+
+
+def _zyx(p: argparse.ArgumentParser, flag: str, kind: type, default: Any, help: str) -> None:
+    """An option of three values along (z, y, x)."""
+    p.add_argument(flag, type=kind, nargs=3, metavar=("Z", "Y", "X"), default=default, help=help)
+
+
+def _phases_option(p: argparse.ArgumentParser, nargs: str, help: str) -> None:
+    """``--phases NAME=VALUE ...`` (read with :func:`_phases`)."""
+    p.add_argument("--phases", nargs=nargs, metavar="NAME=VALUE", default=None, help=help)
 
 
 def _shape(values: Sequence[int]) -> tuple[int, int, int]:
@@ -68,13 +79,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="also store the blended probability",
     )
-    p.add_argument(
-        "--chunks",
-        type=int,
-        nargs=3,
-        metavar=("Z", "Y", "X"),
-        help="processing blocks = output chunks (default: from the scan's chunks)",
-    )
+    _zyx(p, "--chunks", int, None, "processing blocks = output chunks (default: from the scan's)")
     p.add_argument(
         "--axes",
         choices=["z", "zyx"],
@@ -272,23 +277,9 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         "into a Zarr group, block by block.",
     )
     p.add_argument("out", help="output Zarr group")
-    p.add_argument(
-        "--shape",
-        type=int,
-        nargs=3,
-        metavar=("Z", "Y", "X"),
-        default=(64, 384, 384),
-        help="volume shape in voxels",
-    )
+    _zyx(p, "--shape", int, (64, 384, 384), "volume shape in voxels")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same volume)")
-    p.add_argument(
-        "--chunks",
-        type=int,
-        nargs=3,
-        metavar=("Z", "Y", "X"),
-        default=(16, 256, 256),
-        help="Zarr chunk shape of image and labels",
-    )
+    _zyx(p, "--chunks", int, (16, 256, 256), "Zarr chunk shape of image and labels")
     p.add_argument(
         "--ni-fraction", type=float, default=0.3, help="expected Ni volume fraction (0.3)"
     )
@@ -367,13 +358,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="1: binary Ni model; 3: pore/YSZ/Ni model (phases from the labels' attrs, "
         "else pore=0 ysz=1 ni=2)",
     )
-    p.add_argument(
-        "--phases",
-        nargs="+",
-        metavar="NAME=VALUE",
-        default=None,
-        help="label value of each phase, in class order, e.g. pore=0 ysz=128 ni=255",
-    )
+    _phases_option(p, "+", "label value of each phase, in class order, e.g. pore=0 ysz=128 ni=255")
     p.add_argument("--no-augment", action="store_true", help="no flips/rotations/jitter")
     p.add_argument(
         "--val-fraction",
@@ -543,12 +528,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-write", action="store_true", help="do not store the counts in the output group"
     )
-    p.add_argument(
-        "--phases",
-        nargs="+",
-        metavar="NAME=VALUE",
-        default=None,
-        help="score MASK as a label volume with these phases (an output group of a "
+    _phases_option(
+        p,
+        "+",
+        "score MASK as a label volume with these phases (an output group of a "
         "three-phase model is scored per phase without this)",
     )
     p.set_defaults(func=_run_evaluate)
@@ -603,13 +586,12 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scan", default=None, help="the scan (default: recorded in the output)")
     p.add_argument("--html", default=None, help="HTML file (default: <out>_report.html)")
     p.add_argument("--png-dir", default=None, help="PNG folder (default: <out>_report/)")
-    p.add_argument(
+    _zyx(
+        p,
         "--voxel-size",
-        type=float,
-        nargs=3,
-        metavar=("Z", "Y", "X"),
-        default=None,
-        help="voxel side per axis (default: recorded in the output from the scan's OME-Zarr "
+        float,
+        None,
+        "voxel side per axis (default: recorded in the output from the scan's OME-Zarr "
         "metadata, else voxel units)",
     )
     p.add_argument(
@@ -647,22 +629,14 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", help="TIFF file, folder of TIFF slices, .h5/.hdf5 file, or Zarr")
     p.add_argument("out", help="OME-Zarr group to write")
     p.add_argument("--dataset", default=None, help="HDF5 dataset path")
-    p.add_argument(
-        "--chunks",
-        type=int,
-        nargs=3,
-        metavar=("Z", "Y", "X"),
-        default=(16, 256, 256),
-        help="chunk shape of level 0",
-    )
+    _zyx(p, "--chunks", int, (16, 256, 256), "chunk shape of level 0")
     p.add_argument("--levels", type=int, default=3, help="resolution levels (3)")
-    p.add_argument(
+    _zyx(
+        p,
         "--voxel-size",
-        type=float,
-        nargs=3,
-        metavar=("Z", "Y", "X"),
-        default=(1.0, 1.0, 1.0),
-        help="voxel side per axis, recorded in the OME-Zarr metadata (see --unit)",
+        float,
+        (1.0, 1.0, 1.0),
+        "voxel side per axis, recorded in the OME-Zarr metadata (see --unit)",
     )
     p.add_argument("--unit", default=None, help="unit of --voxel-size, e.g. micrometer")
     p.add_argument(
@@ -670,12 +644,10 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="INPUT is a label volume: lower levels take every second pixel, not averages",
     )
-    p.add_argument(
-        "--phases",
-        nargs="+",
-        metavar="NAME=VALUE",
-        default=None,
-        help="label value of each phase, recorded with the labels (implies --labels), "
+    _phases_option(
+        p,
+        "+",
+        "label value of each phase, recorded with the labels (implies --labels), "
         "e.g. pore=0 ysz=1 ni=2",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -714,20 +686,17 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("mask", help="volseg output group or any binary/label volume")
     p.add_argument("--label", type=_label, default=1, help="value of the phase in MASK (1)")
-    p.add_argument(
+    _zyx(
+        p,
         "--voxel-size",
-        type=float,
-        nargs=3,
-        metavar=("Z", "Y", "X"),
-        default=None,
-        help="voxel side per axis (default: from the OME-Zarr metadata, else 1 = voxel units)",
+        float,
+        None,
+        "voxel side per axis (default: from the OME-Zarr metadata, else 1 = voxel units)",
     )
-    p.add_argument(
-        "--phases",
-        nargs="*",
-        metavar="NAME=VALUE",
-        default=None,
-        help="three-phase mode: MASK is a label volume (or an output group with labels); "
+    _phases_option(
+        p,
+        "*",
+        "three-phase mode: MASK is a label volume (or an output group with labels); "
         "measure each phase and the triple-phase boundary density. Without values: the "
         "phases recorded in its attrs, else pore=0 ysz=1 ni=2",
     )
