@@ -390,6 +390,8 @@ def _segment_block(
             )
     counts["seconds"] = time.perf_counter() - started
     if refine:
+        # The chunk's time is both passes: its first segmentation and this refinement.
+        counts["seconds"] += float(output.stats["seconds"][index])
         counts["refined"] = True
     output.write_block(index, region, mask.astype(np.uint8), prob_out, counts, labels)
     return {k: v for k, v in counts.items() if np.ndim(v) == 0}
