@@ -466,3 +466,20 @@ def test_report_of_a_three_phase_output_has_physical_microstructure(
     assert "micrometer/micrometer³" in page and "ysz volume fraction" in page
     assert main(["report", str(out), "--html", str(tmp_path / "s.html"), "--no-measures"]) == 0
     assert "Microstructure" not in (tmp_path / "s.html").read_text()
+
+
+def test_voxel_size_given_to_segment_is_recorded_for_a_tiff_scan(small_anode, checkpoint, tmp_path):
+    import tifffile
+
+    from volseg.cli import main
+
+    image, _ = small_anode
+    tifffile.imwrite(tmp_path / "scan.tif", image, photometric="minisblack")
+    out = tmp_path / "out.zarr"
+    argv = ["segment", str(tmp_path / "scan.tif"), "--model", str(checkpoint), "--out", str(out)]
+    argv += ["--tile", "64", "--device", "cpu", "--no-progress"]
+    assert main([*argv, "--voxel-size", "0.5", "0.02", "0.02", "--unit", "micrometer"]) == 0
+    measured = volseg.measure(out, max_radius=2)
+    assert (measured["voxel_size"], measured["unit"]) == ([0.5, 0.02, 0.02], "micrometer")
+    with pytest.raises(ValueError, match="three positive numbers"):
+        run(image, checkpoint, voxel_size=(0, 1, 1))

@@ -110,6 +110,15 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="with a multi-phase model: write only the Ni mask, not the labels",
     )
+    _zyx(
+        p,
+        "--voxel-size",
+        float,
+        None,
+        "voxel side per axis, recorded in the output for measure/report (default: from the "
+        "scan's OME-Zarr metadata)",
+    )
+    p.add_argument("--unit", default=None, help="unit of --voxel-size, e.g. micrometer")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--scheduler", help="address of a running dask scheduler (tcp://HOST:PORT or a file)"
@@ -165,6 +174,8 @@ def _run_segment(args: argparse.Namespace) -> int:
             refine=args.refine,
             refine_threshold=args.refine_threshold,
             phase=args.phase,
+            voxel_size=tuple(args.voxel_size) if args.voxel_size else None,
+            unit=args.unit,
         )
     finally:
         if client is not None:

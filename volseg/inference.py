@@ -545,7 +545,9 @@ def _progress_bar(total: int, enabled: bool):
         bar.close()
 
 
-def _prepare_output(out, scan, truth, params, attrs, overwrite, resume) -> tuple[Any, bool]:
+def _prepare_output(
+    out, scan, truth, params, attrs, overwrite, resume, spacing: dict
+) -> tuple[Any, bool]:
     """Create the output group or reopen it for resume; returns (OutputGroup, reused)."""
     if out is None:
         import zarr
@@ -589,13 +591,28 @@ def _prepare_output(out, scan, truth, params, attrs, overwrite, resume) -> tuple
         prob_dtype=params["prob_dtype"],
         has_truth=params["has_truth"],
         phases=params["phases"],
-        **_voxel_size(scan),
+        **spacing,
     )
     return output, False
 
 
-def _voxel_size(scan: vio.Scan) -> dict[str, Any]:
-    """The scan's recorded voxel size and unit, for the output's metadata."""
+def _validate_voxel_size(voxel_size: Any) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in voxel_size)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(
+            f"voxel_size={voxel_size!r} must be three positive numbers (z, y, x), "
+            "e.g. (0.02, 0.02, 0.02)."
+        )
+    return values
+
+
+def _voxel_size(scan: vio.Scan, voxel_size: Any, unit: str | None) -> dict[str, Any]:
+    """The voxel size and unit for the output's metadata: as given, else the scan's."""
+    if voxel_size is not None:
+        return {"voxel_size": tuple(voxel_size), "unit": unit}
     recorded = vio.recorded_voxel_size(scan)
     return {} if recorded is None else {"voxel_size": recorded[0], "unit": recorded[1]}
 
@@ -745,6 +762,8 @@ def segment(
     refine: str | None = None,
     refine_threshold: float = 0.05,
     phase: str | None = None,
+    voxel_size: tuple[float, float, float] | None = None,
+    unit: str | None = None,
 ) -> SegmentationResult:
     """Segment Ni in a 3D scan with a tiled 2D U-Net and write the mask to Zarr.
 
@@ -818,6 +837,10 @@ def segment(
     phase : {None, "ni"}
         With a multi-class model, ``"ni"`` writes only the binary Ni mask (and the Ni
         probability), not ``labels`` and per-phase probabilities.
+    voxel_size, unit : optional
+        The scan's voxel size (z, y, x) and its unit, recorded in the output for
+        :func:`volseg.measure` and reports. Default: the scale in the scan's OME-Zarr
+        metadata (none for TIFF stacks and arrays).
 
     Returns
     -------
@@ -913,8 +936,17 @@ def segment(
     }
     if out is None:
         out = vio.default_output_path(scan)
+    if voxel_size is not None:
+        voxel_size = _validate_voxel_size(voxel_size)
     output, reused = _prepare_output(
-        out, volume, truth_volume, {**params, "chunks": tuple(chunks)}, attrs, overwrite, resume
+        out,
+        volume,
+        truth_volume,
+        {**params, "chunks": tuple(chunks)},
+        attrs,
+        overwrite,
+        resume,
+        _voxel_size(volume, voxel_size, unit),
     )
 
     settings = _Settings(
