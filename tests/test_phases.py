@@ -483,3 +483,67 @@ def test_voxel_size_given_to_segment_is_recorded_for_a_tiff_scan(small_anode, ch
     assert (measured["voxel_size"], measured["unit"]) == ([0.5, 0.02, 0.02], "micrometer")
     with pytest.raises(ValueError, match="three positive numbers"):
         run(image, checkpoint, voxel_size=(0, 1, 1))
+
+
+def test_review_fixes_binary_truth_sparse_labels_and_stale_refined_flag(
+    small_anode, checkpoint3, sharp_checkpoint, tmp_path, monkeypatch
+):
+    from volseg import training
+
+    image, labels = small_anode
+    # A three-phase model scored against a binary (bool) truth: Ni only, no confusion.
+    binary = labels == 2
+    result = run(image, checkpoint3, truth=binary)
+    expected = metrics.confusion_counts(result.mask[...].astype(bool), binary)
+    assert {k: result.summary[k] for k in expected} == expected
+    assert "confusion" not in result.summary
+    # A three-phase model trained on 0/1 labels would never see Ni (2): refused.
+    with pytest.raises(ValueError, match="hold no Ni"):
+        volseg.train(
+            image,
+            (labels == 2).astype(np.uint8),
+            tmp_path / "m.pt",
+            classes=3,
+            encoder="resnet18",
+            encoder_depth=3,
+            decoder_channels=[8, 8, 8],
+            tile=32,
+            epochs=1,
+            steps_per_epoch=1,
+            batch_size=2,
+            device="cpu",
+            progress=False,
+        )
+    # A batch with no labelled pixel gives a zero loss, not NaN.
+    loss = training._loss_fn("ce+dice", 3)
+    logits = torch.zeros((2, 3, 8, 8), requires_grad=True)
+    assert float(loss(logits, torch.full((2, 8, 8), -1)).detach()) == 0.0
+    # A chunk segmented again after an interrupted refinement is not marked refined.
+    out = tmp_path / "o.zarr"
+    settings = {"chunks": (4, 20, 26), "refine": "uncertain", "refine_threshold": 0.0}
+    run(image, sharp_checkpoint, out, **settings)
+    group = vio.open_output(out, mode="r+")
+    group.stats["done"][0, 0, 0] = False  # as if the rewrite stopped after the counts
+    resumed = run(image, sharp_checkpoint, out, resume=True, **settings)
+    assert resumed.summary["chunks_refined_now"] == 1
+    assert resumed.stats["refined"].all()
+
+
+def test_an_output_written_before_these_settings_existed_still_resumes(
+    small_anode, checkpoint, tmp_path
+):
+    import shutil
+
+    image, _ = small_anode
+    out = tmp_path / "old.zarr"
+    reference = run(image, checkpoint, out, chunks=(4, 20, 26))
+    group = vio.open_output(out, mode="r+")
+    record = group.attrs
+    for key in ("axes", "tta", "refine", "refine_threshold", "phase", "phases"):
+        record["parameters"].pop(key)
+    group.group.attrs["volseg"] = record
+    shutil.rmtree(out / "stats" / "refined")
+    group.stats["done"][0, 1, 1] = False
+    resumed = run(image, checkpoint, out, chunks=(4, 20, 26), resume=True)
+    assert resumed.summary["chunks_computed"] == 1
+    np.testing.assert_array_equal(resumed.mask[...], reference.mask[...])

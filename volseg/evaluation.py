@@ -186,7 +186,13 @@ def evaluate(
         mask_volume = vio.open_scan(output.mask, role="mask")
         if scan is None:
             scan = output.attrs.get("input")
-        phases = phases or output_phases(output)
+        recorded = output_phases(output)
+        if phases is not None and recorded is not None and set(phases) != set(recorded):
+            raise ValueError(
+                f"phases={phases!r} do not match the phases {recorded} of output {mask!r}; "
+                "leave phases out: an output group is scored with its own."
+            )
+        phases = recorded if recorded is not None else phases
         if phases is not None and output.labels is not None:
             labels_volume = vio.open_scan(output.labels, role="labels")
     else:
@@ -218,9 +224,18 @@ def evaluate(
     sums = {k: int(per_chunk[..., i].sum()) for i, k in enumerate(_KEYS)}
     summary: dict[str, Any] = {**sums, **metrics.pooled_scores(**sums), "ni_label": ni_label}
     confusion = None
+    matched = None
     if labels_volume is not None:
+        matched = vio.truth_phases(truth_volume, phases, ni_label)
+        if matched is None:
+            log.warning(
+                "truth %s holds no separate value per phase (%s); scoring Ni only",
+                truth_volume.source,
+                phases,
+            )
+    if matched is not None:
         names = list(phases)
-        truth_values = list(vio.truth_phases(truth_volume, phases, ni_label).values())
+        truth_values = list(matched.values())
         confusion = chunk_confusion(
             _as_dask(labels_volume, chunks),
             _as_dask(truth_volume, chunks),

@@ -56,6 +56,14 @@ RESUME_KEYS = (
     "refine_threshold",
     "phase",
 )
+# What runs recorded before a setting existed did (older outputs resume with them).
+RESUME_DEFAULTS = {
+    "axes": "z",
+    "tta": False,
+    "refine": None,
+    "refine_threshold": 0.05,
+    "phase": None,
+}
 # Default blocks when slices along y and x are predicted too (axes="zyx" or refine):
 # deep blocks, so the tiles of y- and x-slices (tile pixels along z) are not mostly halo.
 DEEP_BLOCKS = {"target_yx": 256, "target_z": 128}
@@ -384,7 +392,7 @@ def _segment_block(
         else:
             truth = vio.read_region(truth_source, region)
         counts.update(metrics.confusion_counts(mask, truth == settings.ni_label))
-        if settings.write_labels:
+        if settings.write_labels and settings.truth_phases is not None:
             counts["confusion"] = metrics.confusion_matrix(
                 truth, classes, list(settings.truth_phases.values())
             )
@@ -392,7 +400,9 @@ def _segment_block(
     if refine:
         # The chunk's time is both passes: its first segmentation and this refinement.
         counts["seconds"] += float(output.stats["seconds"][index])
-        counts["refined"] = True
+    # Written on every pass: a chunk segmented again after an interrupted refinement is
+    # not refined until the refinement pass has rewritten it.
+    counts["refined"] = bool(refine)
     output.write_block(index, region, mask.astype(np.uint8), prob_out, counts, labels)
     return {k: v for k, v in counts.items() if np.ndim(v) == 0}
 
@@ -564,7 +574,11 @@ def _prepare_output(
         if resume:
             output = vio.open_output(out, mode="r+")
             previous = output.attrs.get("parameters", {})
-            changed = [k for k in RESUME_KEYS if _jsonable(previous.get(k)) != _jsonable(params[k])]
+            changed = [
+                k
+                for k in RESUME_KEYS
+                if _jsonable(previous.get(k, RESUME_DEFAULTS.get(k))) != _jsonable(params[k])
+            ]
             if output.attrs.get("model", {}).get("sha256") != attrs["model"]["sha256"]:
                 changed.append("model")
             for key in ("input", "truth"):
@@ -576,6 +590,7 @@ def _prepare_output(
                     "resume with the same settings, or pass overwrite=True (--overwrite) to "
                     "start again."
                 )
+            output.ensure_flag("refined")  # outputs written before refinement existed
             return output, True
         if not overwrite:
             raise FileExistsError(
@@ -591,6 +606,7 @@ def _prepare_output(
         prob_dtype=params["prob_dtype"],
         has_truth=params["has_truth"],
         phases=params["phases"],
+        confusion=params["confusion"],
         **spacing,
     )
     return output, False
@@ -831,7 +847,9 @@ def segment(
         After the run, segment again with ``axes="zyx"`` and ``tta=True`` only the
         chunks whose uncertain fraction (voxels with Ni probability in (0.2, 0.8);
         with several phases, largest probability < 0.8) exceeds
-        ``refine_threshold``; ``stats["refined"]`` marks them.
+        ``refine_threshold``; ``stats["refined"]`` marks them. Refinement is chosen
+        per chunk, so with ``refine`` the result depends on the chunking (each chunk
+        is either z-only or fused); everything else does not.
     refine_threshold : float
         Uncertain fraction above which a chunk is refined.
     phase : {None, "ni"}
@@ -883,7 +901,7 @@ def segment(
         truth_volume, ni_label = vio.open_truth(
             truth, volume, ni_label, default=None if phases is None else phases["ni"]
         )
-        if phases is not None:
+        if phases is not None and phase is None:
             truth_phases = vio.truth_phases(truth_volume, phases, ni_label)
     elif ni_label is None:
         ni_label = 1
@@ -942,7 +960,7 @@ def segment(
         out,
         volume,
         truth_volume,
-        {**params, "chunks": tuple(chunks)},
+        {**params, "chunks": tuple(chunks), "confusion": truth_phases is not None},
         attrs,
         overwrite,
         resume,

@@ -339,7 +339,8 @@ def open_truth(
     """Open a truth volume, check it matches ``reference`` and resolve the Ni value.
 
     Returns the truth and ``ni_label``: as given, else the value recorded in the
-    truth's attrs (see :func:`recorded_label`), else ``default``, else 1.
+    truth's attrs (see :func:`recorded_label`), else ``default`` (not for a boolean
+    truth, where Ni is True), else 1.
     """
     truth_volume = open_scan(truth, role="truth", allow_bool=True)
     if truth_volume.shape != reference.shape:
@@ -349,27 +350,38 @@ def open_truth(
         )
     if ni_label is None:
         ni_label = recorded_label(truth_volume, "ni")
-    if ni_label is None:
+    if ni_label is None and truth_volume.dtype != np.bool_:
         ni_label = default
     return truth_volume, 1 if ni_label is None else ni_label
 
 
-def truth_phases(truth: Scan, phases: dict[str, int], ni_label: float) -> dict[str, float]:
-    """The label value of each of ``phases`` in ``truth``.
+def truth_phases(truth: Scan, phases: dict[str, int], ni_label: float) -> dict[str, float] | None:
+    """The label value of each of ``phases`` in ``truth``, or None when it has no phases.
 
     Taken from the truth's recorded phases where it names them, else the model's
-    values; ``ni`` is ``ni_label``.
+    values; ``ni`` is ``ni_label``. None for a boolean (binary) truth and when these
+    values collide (e.g. a 0/1 Ni mask scored with ``ni_label=1``): such a truth
+    can only be scored for Ni.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> labels = open_scan(np.zeros((1, 4, 4), np.uint8))
+    >>> truth_phases(labels, {"pore": 0, "ysz": 1, "ni": 2}, 2)
+    {'pore': 0, 'ysz': 1, 'ni': 2}
+    >>> truth_phases(labels, {"pore": 0, "ysz": 1, "ni": 2}, 1) is None
+    True
     """
+    if truth.dtype == np.bool_:
+        return None
     values = {}
     for name, value in phases.items():
         recorded = recorded_label(truth, name)
         values[name] = recorded if recorded is not None else value
     values["ni"] = ni_label
     if len(set(values.values())) != len(values):
-        raise ValueError(
-            f"truth {truth.source!r}: phases {values} share label values; give a label "
-            "volume with one value per phase (record them in attrs['phases'])."
-        )
+        log.info("truth %s: phases %s share values; scoring Ni only", truth.source, values)
+        return None
     return values
 
 
@@ -463,6 +475,16 @@ class OutputGroup:
         for name, value in counts.items():
             self.stats[name][index] = value
         self.stats["done"][index] = True
+
+    def ensure_flag(self, name: str) -> None:
+        """Create a boolean per-chunk array missing from an older output (e.g. ``refined``)."""
+        stats_group = self.group["stats"]
+        if name not in stats_group:
+            shape = self.stats["done"].shape
+            stats_group.create_array(
+                name, shape=shape, chunks=(1, 1, 1), dtype="bool", fill_value=False
+            )
+        self.stats[name] = stats_group[name]
 
     def clear_done(self, index: tuple[int, int, int]) -> None:
         """Mark a block as not done before it is rewritten (refinement)."""
@@ -567,6 +589,7 @@ def create_output(
     phases: dict[str, int] | None = None,
     voxel_size: tuple[float, float, float] | None = None,
     unit: str | None = None,
+    confusion: bool | None = None,
     zarr_format: int = 3,
 ) -> OutputGroup:
     """Create a new output group with status ``running``.
@@ -589,6 +612,9 @@ def create_output(
     voxel_size, unit : optional
         The scan's voxel size (z, y, x) and unit, recorded in the OME-Zarr metadata
         and in ``attrs["volseg"]`` so that measures come out in physical units.
+    confusion : bool, optional
+        Create ``stats/confusion`` (default: with truth and phases); False when the
+        truth can only be scored for Ni.
     zarr_format : {2, 3}
 
     Returns
@@ -651,6 +677,8 @@ def create_output(
         if name in TRUTH_FIELDS and not has_truth:
             continue
         if name in PHASE_FIELDS and phases is None:
+            continue
+        if name == "confusion" and confusion is False:
             continue
         extra = {"phase_voxels": (n_phases,), "confusion": (n_phases, n_phases)}.get(name, ())
         dtype = {"done": "bool", "refined": "bool", "seconds": "float32"}.get(name, "int64")

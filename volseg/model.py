@@ -659,12 +659,15 @@ class TilePredictor:
         with torch.inference_mode():
             if self.device.type != "cuda":
                 return self._forward(tensor).numpy()
-            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
-            probability = self._forward(tensor)
-            host = torch.empty(probability.shape, dtype=probability.dtype, pin_memory=True)
-            host.copy_(probability, non_blocking=True)
-            done = torch.cuda.Event()
-            done.record()
+            # Work, copy and event on the model's device (and its current stream), even
+            # when the calling thread's current device is another one.
+            with torch.cuda.device(self.device):
+                tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+                probability = self._forward(tensor)
+                host = torch.empty(probability.shape, dtype=probability.dtype, pin_memory=True)
+                host.copy_(probability, non_blocking=True)
+                done = torch.cuda.Event()
+                done.record(torch.cuda.current_stream(self.device))
             return host, done
 
     def collect(self, handle: Any) -> np.ndarray:

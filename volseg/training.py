@@ -272,7 +272,12 @@ def _loss_fn(kind: str, classes: int = 1):
 
 def _multiclass_loss(kind: str):
     """Cross-entropy and/or soft Dice averaged over the classes; label -1 is ignored."""
-    cross_entropy = torch.nn.CrossEntropyLoss(ignore_index=-1)
+    mean_cross_entropy = torch.nn.CrossEntropyLoss(ignore_index=-1)
+
+    def cross_entropy(logits, target):
+        if not bool((target >= 0).any()):
+            return logits.sum() * 0.0  # nothing labelled in this batch (the mean would be NaN)
+        return mean_cross_entropy(logits, target)
 
     def soft_dice(logits, target):
         labelled = (target >= 0).unsqueeze(1)
@@ -540,6 +545,8 @@ def train(
     validation = crops.validation_tiles(val_tiles, np.random.default_rng(seed + 1))
     if validation is None:
         raise ValueError("no validation tiles: increase val_fraction or give more slices.")
+    if phases is not None:
+        _check_phases_present(validation[1], phases)
     if phases is None and not bool(validation[1].any()):
         raise ValueError(
             f"the validation slabs hold no Ni (label {ni_label}); Ni IoU cannot be measured: "
@@ -623,6 +630,21 @@ def train(
     _write_history(out, table, best_epoch)
     vmodel.update_training(out, {"history": history})
     return TrainResult(out, table, int(best_epoch), float(best_iou), config)
+
+
+def _check_phases_present(targets: torch.Tensor, phases: dict[str, int]) -> None:
+    """Ni must occur in the validation tiles (its IoU is scored); other phases should."""
+    present = torch.bincount(targets[targets >= 0].flatten(), minlength=len(phases))
+    for (name, value), count in zip(phases.items(), present.tolist()):
+        if count:
+            continue
+        if name == "ni":
+            raise ValueError(
+                f"the validation slabs hold no Ni (label {value}); check the labels' "
+                f"values against phases={phases} (a 0/1 Ni mask is a binary model: "
+                "classes=1), or hold out slices that contain Ni (val_fraction)."
+            )
+        log.warning("the validation slabs hold no %s (label %s)", name, value)
 
 
 def _fits(loss: str, classes: int) -> bool:
