@@ -84,13 +84,14 @@ def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, values: list) -> 
     [[1, 0, 0], [0, 0, 1], [0, 1, 1]]
     """
     n = len(values)
-    true_class = np.full(np.shape(truth), -1, dtype=np.int64)
+    # Small integer types: a block of many million voxels stays a few bytes per voxel.
+    true_class = np.full(np.shape(truth), -1, dtype=np.int16)
     for i, value in enumerate(values):
         true_class[truth == value] = i
-    predicted = np.asarray(predicted).astype(np.int64)
+    predicted = np.asarray(predicted)
     valid = (true_class >= 0) & (predicted >= 0) & (predicted < n)
-    flat = true_class[valid] * n + predicted[valid]
-    return np.bincount(flat, minlength=n * n).reshape(n, n)
+    flat = true_class[valid].astype(np.int32) * n + predicted[valid].astype(np.int32)
+    return np.bincount(flat, minlength=n * n).reshape(n, n).astype(np.int64)
 
 
 def phase_scores(confusion: np.ndarray, names: list[str]) -> dict[str, Any]:
