@@ -547,3 +547,27 @@ def test_an_output_written_before_these_settings_existed_still_resumes(
     resumed = run(image, checkpoint, out, chunks=(4, 20, 26), resume=True)
     assert resumed.summary["chunks_computed"] == 1
     np.testing.assert_array_equal(resumed.mask[...], reference.mask[...])
+
+
+def test_zyx_tasks_read_only_their_block_and_a_halo_in_every_direction(
+    checkpoint, tmp_path, monkeypatch
+):
+    """Memory per task stays one block plus a halo of at most one tile per side."""
+    import zarr
+
+    image, _ = synth.anode((24, 96, 96), seed=2, grain_sigma=4.0)
+    scan = zarr.create_array(str(tmp_path / "s.zarr"), data=image, chunks=(8, 32, 32))
+    reads = []
+    original = vio.read_region
+    monkeypatch.setattr(
+        vio, "read_region", lambda a, r: reads.append(original(a, r).shape) or original(a, r)
+    )
+    run(scan, checkpoint, tmp_path / "o.zarr", chunks=(8, 32, 32), axes="zyx")
+    assert len(reads) == 3 * 3 * 3
+    for shape in reads:
+        # block (8, 32, 32) + the tiles touching it (tile 64) on each side, within the volume
+        assert all(
+            n <= min(block + 2 * 64, size)
+            for n, block, size in zip(shape, (8, 32, 32), image.shape)
+        )
+    assert max(r[0] for r in reads) > 8  # the halo along z is really read
