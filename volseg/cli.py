@@ -243,6 +243,14 @@ def _print_summary(summary: dict) -> None:
             if key == "two_class_mean_iou":
                 text += "  (mean of Ni and background)"
             rows.append((key, text))
+    baseline = summary.get("baseline")
+    if isinstance(baseline, dict) and baseline.get("ni_iou") is not None:
+        rows.append(
+            (
+                f"{baseline['method']} Ni IoU",
+                f"{baseline['ni_iou']:.4f}  (threshold {baseline['threshold']:.1f})",
+            )
+        )
     for name, value in (summary.get("phase_iou") or {}).items():
         rows.append((f"iou {name}", f"{value:.4f}" if value is not None else "n/a"))
     if summary.get("mean_iou") is not None:
@@ -562,12 +570,6 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         phases=_phases(args.phases),
     )
     _print_summary(result.summary)
-    baseline = result.summary.get("baseline")
-    if baseline:
-        print(
-            f"  {baseline['method'] + ' Ni IoU':<24} {baseline['ni_iou']:.4f}"
-            f"  (threshold {baseline['threshold']:.1f})"
-        )
     worst = result.slices.sort_values("iou").head(3)
     print(
         "  lowest per-slice Ni IoU: "
