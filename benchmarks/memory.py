@@ -119,6 +119,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--tile", type=int, default=128, help="tile size, multiple of 32 (128)")
     parser.add_argument(
+        "--axes", choices=["z", "zyx"], default="z",
+        help="segment on z-slices, or fuse z-, y- and x-slices (z)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--classes", type=int, choices=[1, 3], default=1,
+        help="binary Ni model, or three phases with labels and per-phase probabilities (1)",
+    )  # fmt: skip
+    parser.add_argument(
         "--workdir", type=Path, default=None,
         help="folder in which the temporary folder is made (default: the system's)",
     )  # fmt: skip
@@ -149,7 +157,9 @@ def write_scans(
     return images
 
 
-def write_model(workdir: Path, encoder: str, depth: int, decoder: Sequence[int], tile: int) -> Path:
+def write_model(
+    workdir: Path, encoder: str, depth: int, decoder: Sequence[int], tile: int, classes: int = 1
+) -> Path:
     """A checkpoint with random weights (no download)."""
     from volseg.model import build_unet, default_config, save_checkpoint
 
@@ -159,6 +169,7 @@ def write_model(workdir: Path, encoder: str, depth: int, decoder: Sequence[int],
         decoder_channels=list(decoder),
         tile=tile,
         normalisation=NORMALISATION,
+        classes=classes,
     )
     return save_checkpoint(build_unet(config, encoder_weights=None), config, workdir / "model.pt")
 
@@ -189,7 +200,7 @@ def peak_rss(command: Sequence[str], log_path: Path) -> dict[str, Any]:
 
 
 def segment_command(
-    image: Path, model: Path, out: Path, chunks: Sequence[int], tile: int
+    image: Path, model: Path, out: Path, chunks: Sequence[int], tile: int, axes: str = "z"
 ) -> list[str]:
     """The ``volseg segment`` command line for one scan."""
     return [
@@ -197,7 +208,7 @@ def segment_command(
         "--model", str(model), "--out", str(out),
         "--chunks", *map(str, chunks),
         "--tile", str(tile), "--overlap", str(OVERLAP), "--batch-size", str(BATCH_SIZE),
-        "--device", "cpu", "--no-progress",
+        "--axes", axes, "--device", "cpu", "--no-progress",
     ]  # fmt: skip
 
 
@@ -216,7 +227,9 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             cores,
         )
     images = write_scans(workdir, shape, tuple(args.scan_chunks))
-    model = write_model(workdir, args.encoder, args.encoder_depth, args.decoder_channels, args.tile)
+    model = write_model(
+        workdir, args.encoder, args.encoder_depth, args.decoder_channels, args.tile, args.classes
+    )
 
     log.info("measuring the baseline (import volseg + torch, load the model)")
     baseline = peak_rss([sys.executable, "-c", BASELINE_CODE, str(model)], workdir / "baseline.log")
@@ -225,7 +238,8 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         out = workdir / f"{name}_ni.zarr"
         log.info("segmenting %s", image)
         runs[name] = peak_rss(
-            segment_command(image, model, out, args.chunks, args.tile), workdir / f"{name}.log"
+            segment_command(image, model, out, args.chunks, args.tile, args.axes),
+            workdir / f"{name}.log",
         )
         summary = volseg.open_result(out).summary
         if summary.get("status") != "complete":
@@ -249,6 +263,8 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "encoder_depth": args.encoder_depth,
             "decoder_channels": list(args.decoder_channels),
             "tile": args.tile,
+            "axes": args.axes,
+            "classes": args.classes,
             "overlap": OVERLAP,
             "batch_size": BATCH_SIZE,
             "device": "cpu",
