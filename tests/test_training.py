@@ -223,3 +223,36 @@ def test_demo_beats_otsu_on_held_out_scan(tmp_path):
     figures = run_demo(tmp_path / "demo", progress=False, device="cpu")
     assert figures["ni_iou"] >= 0.90
     assert figures["ni_iou"] > figures["otsu_ni_iou"]
+
+
+def test_ignore_label_leaves_unlabelled_voxels_out_of_loss_and_scores(tmp_path):
+    logits = torch.randn(2, 1, 8, 8)
+    target = (torch.rand(2, 1, 8, 8) > 0.5).float()
+    partial = target.clone()
+    partial[..., 4:] = -1.0  # unlabelled half
+    for kind in ("bce", "dice", "bce+dice"):
+        loss = training._loss_fn(kind)
+        labelled_only = loss(logits[..., :4], target[..., :4])
+        assert float(loss(logits, partial)) == pytest.approx(float(labelled_only), rel=1e-5)
+        # Without unlabelled pixels the loss is the plain one.
+        assert float(loss(logits, target)) != pytest.approx(float(labelled_only))
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random((8, 32, 32)) < 0.4).astype(np.uint8)
+    image = labels * 1000.0 + rng.normal(0, 100, labels.shape)
+    labels[:, :, 24:] = 255  # a stripe nobody labelled
+    settings = {
+        "encoder": "resnet18",
+        "encoder_depth": 3,
+        "decoder_channels": [8, 8, 8],
+        "tile": 32,
+        "batch_size": 2,
+        "epochs": 1,
+        "steps_per_epoch": 1,
+        "device": "cpu",
+        "progress": False,
+    }
+    result = volseg.train(image, labels, tmp_path / "m.pt", ignore_label=255, **settings)
+    assert vmodel.load_checkpoint(result.path).training["ignore_label"] == 255
+    with pytest.raises(ValueError, match="need a value of their own"):
+        volseg.train(image, labels, tmp_path / "x.pt", ignore_label=1, **settings)

@@ -378,6 +378,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "else pore=0 ysz=1 ni=2)",
     )
     _phases_option(p, "+", "label value of each phase, in class order, e.g. pore=0 ysz=128 ni=255")
+    p.add_argument(
+        "--ignore-label",
+        type=_label,
+        default=None,
+        help="label value of unlabelled voxels (partly labelled slices), left out of the loss",
+    )
     p.add_argument("--no-augment", action="store_true", help="no flips/rotations/jitter")
     p.add_argument(
         "--val-fraction",
@@ -460,6 +466,7 @@ def _run_train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         classes=args.classes,
         phases=_phases(args.phases),
+        ignore_label=args.ignore_label,
     )
     csv, png = history_paths(result.path)
     score = "Ni IoU" if result.config["classes"] == 1 else "mean IoU over the phases"

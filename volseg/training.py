@@ -155,9 +155,10 @@ def _read_crop(array: Any, z: int, y0: int, x0: int, tile: int) -> np.ndarray:
 class _Crops:
     """Random training crops and fixed validation tiles.
 
-    Targets are float 0/1 Ni masks ``(1, T, T)`` for a binary model, and int64 class
-    indices ``(T, T)`` for a multi-class one (``phases``: the label value of each
-    class; other values are unlabelled, -1, and ignored by the loss).
+    Targets are float 0/1 Ni masks ``(1, T, T)`` for a binary model (-1 where the
+    labels hold ``ignore_label``), and int64 class indices ``(T, T)`` for a multi-class
+    one (``phases``: the label value of each class; other values are unlabelled, -1,
+    and ignored by the loss).
     """
 
     def __init__(
@@ -167,12 +168,14 @@ class _Crops:
         ni_label: float,
         normalisation: dict | None = None,
         phases: dict | None = None,
+        ignore_label: float | None = None,
     ):
         self.pairs = pairs
         self.tile = tile
         self.ni_label = ni_label
         self.normalisation = normalisation
         self.phases = phases
+        self.ignore_label = ignore_label
         weights = np.array(
             [(p.train_z[1] - p.train_z[0]) * np.prod(p.image.shape[1:]) for p in pairs]
         )
@@ -182,7 +185,10 @@ class _Crops:
         image = vmodel.normalise(_read_crop(pair.image, z, y0, x0, self.tile), self.normalisation)
         labels = _read_crop(pair.labels, z, y0, x0, self.tile)
         if self.phases is None:
-            return image, (labels == self.ni_label).astype(np.float32)
+            target = (labels == self.ni_label).astype(np.float32)
+            if self.ignore_label is not None:
+                target[labels == self.ignore_label] = -1.0  # unlabelled: left out of the loss
+            return image, target
         target = np.full(labels.shape, -1, dtype=np.int64)
         for index, value in enumerate(self.phases.values()):
             target[labels == value] = index
@@ -256,10 +262,22 @@ def _augment(image: np.ndarray, target: np.ndarray, rng: np.random.Generator):
 def _loss_fn(kind: str, classes: int = 1):
     if classes > 1:
         return _multiclass_loss(kind)
-    bce = torch.nn.BCEWithLogitsLoss()
+    mean_bce = torch.nn.BCEWithLogitsLoss()
+
+    def bce(logits, target):
+        unlabelled = target < 0
+        if not bool(unlabelled.any()):
+            return mean_bce(logits, target)
+        labelled = ~unlabelled
+        if not bool(labelled.any()):
+            return logits.sum() * 0.0
+        return mean_bce(logits[labelled], target[labelled])
 
     def soft_dice(logits, target):
         prob = torch.sigmoid(logits)
+        if bool((target < 0).any()):  # unlabelled pixels (ignore_label) count for nothing
+            labelled = (target >= 0).to(prob.dtype)
+            prob, target = prob * labelled, target * labelled
         inter = (prob * target).sum()
         return 1 - (2 * inter + 1) / (prob.sum() + target.sum() + 1)
 
@@ -330,8 +348,10 @@ def _evaluate(network, validation, loss_fn, device, batch_size: int) -> dict[str
             target = targets[start : start + batch_size].to(device)
             logits = network(image)
             total_loss += float(loss_fn(logits, target)) * len(image)
+            target = target.cpu().numpy()
+            labelled = target >= 0
             batch_counts = metrics.confusion_counts(
-                (logits > 0).cpu().numpy(), target.cpu().numpy() > 0.5
+                (logits > 0).cpu().numpy()[labelled], target[labelled] > 0.5
             )
             for key in counts:
                 counts[key] += batch_counts[key]
@@ -400,6 +420,7 @@ def train(
     overwrite: bool = False,
     classes: int = 1,
     phases: dict[str, int] | None = None,
+    ignore_label: float | None = None,
 ) -> TrainResult:
     """Train (fine-tune) the Ni U-Net on labelled volumes.
 
@@ -457,6 +478,10 @@ def train(
         ``{name: label value}`` of the classes, in class order; must include
         ``"ni"``. Default: the phases recorded in the labels' attrs (volseg.synth
         records ``{"pore": 0, "ysz": 1, "ni": 2}``), else that mapping.
+    ignore_label : number, optional
+        Label value of unlabelled voxels (partly labelled slices): left out of the
+        loss and of the validation scores. A multi-class model also ignores every
+        value that is not one of its phases.
 
     Returns
     -------
@@ -515,7 +540,20 @@ def train(
         phases = _training_phases(phases, pairs, classes)
     elif previous is None:
         phases = None
-    crops = _Crops(pairs, previous.config["tile"] if previous else tile, ni_label, phases=phases)
+    if ignore_label is not None and (
+        ignore_label == ni_label or ignore_label in (phases or {}).values()
+    ):
+        raise ValueError(
+            f"ignore_label={ignore_label!r} is also the value of Ni or of a phase; unlabelled "
+            "voxels need a value of their own."
+        )
+    crops = _Crops(
+        pairs,
+        previous.config["tile"] if previous else tile,
+        ni_label,
+        phases=phases,
+        ignore_label=ignore_label,
+    )
     if previous is not None:
         config = previous.config
         network = previous.network
@@ -547,7 +585,7 @@ def train(
         raise ValueError("no validation tiles: increase val_fraction or give more slices.")
     if phases is not None:
         _check_phases_present(validation[1], phases)
-    if phases is None and not bool(validation[1].any()):
+    if phases is None and not bool((validation[1] > 0.5).any()):
         raise ValueError(
             f"the validation slabs hold no Ni (label {ni_label}); Ni IoU cannot be measured: "
             "check ni_label, or hold out slices that contain Ni (val_fraction)."
@@ -571,6 +609,7 @@ def train(
     record = {
         "images": [p.name for p in pairs],
         "ni_label": ni_label,
+        "ignore_label": ignore_label,
         "split": [{"train_z": list(p.train_z), "val_z": list(p.val_z)} for p in pairs],
         "encoder_weights": str(encoder_weights) if encoder_weights else None,
         "freeze_encoder": freeze_encoder,
