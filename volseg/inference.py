@@ -224,16 +224,6 @@ def _multiple(size: int, chunk: int, target: int) -> int:
     return min(size, chunk * max(1, math.ceil(target / chunk)))
 
 
-def _validate_chunks(chunks: Any, shape: tuple[int, int, int]) -> tuple[int, int, int]:
-    try:
-        values = tuple(int(c) for c in chunks)
-    except TypeError as exc:
-        raise ValueError(f"chunks={chunks!r} must be three integers (z, y, x).") from exc
-    if len(values) != 3 or min(values) < 1:
-        raise ValueError(f"chunks={chunks!r} must be three positive integers (z, y, x).")
-    return tuple(min(c, s) for c, s in zip(values, shape))
-
-
 def _block_grid(shape, chunks) -> Iterator[tuple[tuple[int, int, int], tuple[slice, ...]]]:
     counts = [math.ceil(s / c) for s, c in zip(shape, chunks)]
     for iz in range(counts[0]):
@@ -612,19 +602,6 @@ def _prepare_output(
     return output, False
 
 
-def _validate_voxel_size(voxel_size: Any) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(v) for v in voxel_size)
-    except (TypeError, ValueError):
-        values = ()
-    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
-        raise ValueError(
-            f"voxel_size={voxel_size!r} must be three positive numbers (z, y, x), "
-            "e.g. (0.02, 0.02, 0.02)."
-        )
-    return values
-
-
 def _voxel_size(scan: vio.Scan, voxel_size: Any, unit: str | None) -> dict[str, Any]:
     """The voxel size and unit for the output's metadata: as given, else the scan's."""
     if voxel_size is not None:
@@ -921,7 +898,7 @@ def segment(
     chunks = (
         choose_chunks(volume.shape, volume.chunks, **(DEEP_BLOCKS if deep else {}))
         if chunks is None
-        else _validate_chunks(chunks, volume.shape)
+        else vio.validate_chunks(chunks, volume.shape)
     )
     prob_dtype = PROB_DTYPES.get(save_prob) if save_prob else None
     params = {
@@ -955,7 +932,7 @@ def segment(
     if out is None:
         out = vio.default_output_path(scan)
     if voxel_size is not None:
-        voxel_size = _validate_voxel_size(voxel_size)
+        voxel_size = vio.validate_voxel_size(voxel_size)
     output, reused = _prepare_output(
         out,
         volume,

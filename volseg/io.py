@@ -20,6 +20,7 @@ The output group (see ``docs/output-format.md``)::
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ COUNT_FIELDS = ("ni_voxels", "uncertain_voxels", "tp", "fp", "fn", "tn")
 PHASE_FIELDS = ("phase_voxels", "confusion")
 STAT_FIELDS = (*COUNT_FIELDS, *PHASE_FIELDS, "seconds", "refined", "done")
 TRUTH_FIELDS = ("tp", "fp", "fn", "tn", "confusion")
+STAT_DTYPES = {"done": "bool", "refined": "bool", "seconds": "float32"}  # others: int64
 
 
 @dataclass
@@ -276,6 +278,49 @@ def recorded_label(scan: Scan, phase: str = "ni") -> float | None:
     return None
 
 
+def validate_chunks(chunks: Any, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """Three positive processing-chunk sizes (z, y, x), each cut to the volume's shape.
+
+    Examples
+    --------
+    >>> validate_chunks([8, 512, 512], (4, 300, 1000))
+    (4, 300, 512)
+    >>> validate_chunks((0, 64, 64), (4, 64, 64))
+    Traceback (most recent call last):
+    ValueError: chunks=(0, 64, 64) must be three positive integers (z, y, x).
+    """
+    try:
+        values = tuple(int(c) for c in chunks)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 3 or min(values) < 1:
+        raise ValueError(f"chunks={chunks!r} must be three positive integers (z, y, x).")
+    return tuple(min(c, s) for c, s in zip(values, shape))
+
+
+def validate_voxel_size(voxel_size: Any) -> tuple[float, float, float]:
+    """Three positive, finite voxel sides (z, y, x) as floats.
+
+    Examples
+    --------
+    >>> validate_voxel_size([0.5, 0.02, 0.02])
+    (0.5, 0.02, 0.02)
+    >>> validate_voxel_size((1.0, 0.0, 1.0))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: voxel_size=(1.0, 0.0, 1.0) must be three positive numbers (z, y, x), ...
+    """
+    try:
+        values = tuple(float(v) for v in voxel_size)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(
+            f"voxel_size={voxel_size!r} must be three positive numbers (z, y, x), finite, "
+            "e.g. (0.02, 0.02, 0.02)."
+        )
+    return values
+
+
 def recorded_voxel_size(scan: Scan) -> tuple[tuple[float, float, float], str | None] | None:
     """``((z, y, x) voxel size, unit)`` from the OME-Zarr metadata around a Zarr array.
 
@@ -478,13 +523,7 @@ class OutputGroup:
 
     def ensure_flag(self, name: str) -> None:
         """Create a boolean per-chunk array missing from an older output (e.g. ``refined``)."""
-        stats_group = self.group["stats"]
-        if name not in stats_group:
-            shape = self.stats["done"].shape
-            stats_group.create_array(
-                name, shape=shape, chunks=(1, 1, 1), dtype="bool", fill_value=False
-            )
-        self.stats[name] = stats_group[name]
+        self.stats[name] = _stats_array(self.group["stats"], name, self.stats["done"].shape)
 
     def clear_done(self, index: tuple[int, int, int]) -> None:
         """Mark a block as not done before it is rewritten (refinement)."""
@@ -492,27 +531,13 @@ class OutputGroup:
 
     def write_counts(self, counts: np.ndarray, names: tuple[str, ...]) -> None:
         """Store whole per-chunk count arrays (``counts[..., i]`` for ``names[i]``)."""
-        stats_group = self.group["stats"]
         for i, name in enumerate(names):
-            if name not in stats_group:
-                stats_group.create_array(
-                    name, shape=counts.shape[:3], chunks=(1, 1, 1), dtype="int64", fill_value=0
-                )
-            self.stats[name] = stats_group[name]
-            self.stats[name][...] = counts[..., i]
+            self.write_vector(name, counts[..., i])
 
     def write_vector(self, name: str, values: np.ndarray) -> None:
-        """Store a whole per-chunk array with trailing dimensions (e.g. ``confusion``)."""
-        stats_group = self.group["stats"]
-        if name not in stats_group:
-            stats_group.create_array(
-                name,
-                shape=values.shape,
-                chunks=(1, 1, 1, *values.shape[3:]),
-                dtype="int64",
-                fill_value=0,
-            )
-        self.stats[name] = stats_group[name]
+        """Store a whole per-chunk array, with or without trailing dimensions
+        (``confusion`` has ``(C, C)`` per chunk)."""
+        self.stats[name] = _stats_array(self.group["stats"], name, values.shape)
         self.stats[name][...] = values
 
     def read_stats(self) -> dict[str, np.ndarray]:
@@ -681,17 +706,25 @@ def create_output(
         if name == "confusion" and confusion is False:
             continue
         extra = {"phase_voxels": (n_phases,), "confusion": (n_phases, n_phases)}.get(name, ())
-        dtype = {"done": "bool", "refined": "bool", "seconds": "float32"}.get(name, "int64")
-        # One stored chunk per processing block: each task owns its own entries,
-        # so concurrent writers never touch the same stored object.
+        _stats_array(stats_group, name, (*grid, *extra))
+    return open_output(out, mode="r+")
+
+
+def _stats_array(stats_group: zarr.Group, name: str, shape: tuple[int, ...]) -> zarr.Array:
+    """The per-chunk array ``name`` of ``stats/``, created (filled with 0) if missing.
+
+    One stored chunk per processing block (chunks ``(1, 1, 1, ...)``): each task owns its
+    own entries, so concurrent writers never touch the same stored object.
+    """
+    if name not in stats_group:
         stats_group.create_array(
             name,
-            shape=(*grid, *extra),
-            chunks=(1, 1, 1, *extra),
-            dtype=dtype,
+            shape=shape,
+            chunks=(1, 1, 1, *shape[3:]),
+            dtype=STAT_DTYPES.get(name, "int64"),
             fill_value=0,
         )
-    return open_output(out, mode="r+")
+    return stats_group[name]
 
 
 def open_output(out: Any, mode: str = "r") -> OutputGroup:

@@ -328,11 +328,11 @@ def _as_phase(mask: Any, label: Any, chunks: Any) -> tuple[vio.Scan, da.Array]:
 def _voxel_size_of(scan: vio.Scan, voxel_size: Any) -> tuple[tuple[float, ...], str | None]:
     """The given voxel size, else the one in the OME-Zarr metadata, else 1 (voxel units)."""
     if voxel_size is not None:
-        return _validate_voxel_size(voxel_size), None
+        return vio.validate_voxel_size(voxel_size), None
     recorded = vio.recorded_voxel_size(scan)
     if recorded is None:
         return (1.0, 1.0, 1.0), None
-    return _validate_voxel_size(recorded[0]), recorded[1]
+    return vio.validate_voxel_size(recorded[0]), recorded[1]
 
 
 def _as_volume(source: Any, chunks: Any, role: str) -> tuple[vio.Scan, da.Array]:
@@ -340,7 +340,7 @@ def _as_volume(source: Any, chunks: Any, role: str) -> tuple[vio.Scan, da.Array]
     scan = vio.open_scan(source, role=role, allow_bool=True)
     array = scan.array
     if chunks is not None:
-        chunks = _validate_chunks(chunks, scan.shape)
+        chunks = vio.validate_chunks(chunks, scan.shape)
     if isinstance(array, da.Array):
         if chunks is not None:
             array = array.rechunk(chunks)
@@ -398,28 +398,6 @@ def _phases_of(scan: vio.Scan, phases: Any) -> dict[str, float]:
     if recorded is None:
         return _validate_phases(PHASES, "the default")
     return _validate_phases(recorded, f"recorded in the attrs of {scan.source!r}")
-
-
-def _validate_chunks(chunks: Any, shape: tuple[int, ...]) -> tuple[int, int, int]:
-    try:
-        values = tuple(int(c) for c in chunks)
-    except TypeError:
-        values = ()
-    if len(values) != 3 or min(values) < 1:
-        raise ValueError(f"chunks={chunks!r} must be three positive integers (z, y, x).")
-    return tuple(min(c, s) for c, s in zip(values, shape))
-
-
-def _validate_voxel_size(voxel_size: Any) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(s) for s in voxel_size)
-    except TypeError:
-        values = ()
-    if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
-        raise ValueError(
-            f"voxel_size={voxel_size!r} must be three positive finite numbers (z, y, x)."
-        )
-    return values
 
 
 def _validate_options(connectivity: Any, max_radius: Any) -> None:
@@ -980,7 +958,7 @@ def measure(
     (2.25, 2.0)
     """
     if voxel_size is not None:
-        _validate_voxel_size(voxel_size)
+        vio.validate_voxel_size(voxel_size)
     _validate_options(connectivity, max_radius)
     scan, phase = _as_phase(mask, label, chunks)
     voxel_size, unit = _voxel_size_of(scan, voxel_size)
@@ -1095,7 +1073,7 @@ def measure_phases(
     (1, {'z': True, 'y': False, 'x': False})
     """
     if voxel_size is not None:
-        _validate_voxel_size(voxel_size)
+        vio.validate_voxel_size(voxel_size)
     _validate_options(connectivity, max_radius)
     scan, volume = _as_volume(labels, chunks, role="labels")
     voxel_size, unit = _voxel_size_of(scan, voxel_size)
