@@ -79,10 +79,8 @@ def chunk_counts(prediction: da.Array, truth: da.Array) -> np.ndarray:
 
 
 def _block_confusion(predicted, truth, predicted_values, truth_values):
-    classes = np.full(predicted.shape, -1, dtype=np.int64)
-    for i, value in enumerate(predicted_values):
-        classes[predicted == value] = i
-    return metrics.confusion_matrix(truth, classes, truth_values)[None, None, None]
+    matrix = metrics.confusion_matrix(truth, predicted, truth_values, predicted_values)
+    return matrix[None, None, None]
 
 
 def chunk_confusion(
@@ -242,19 +240,9 @@ def evaluate(
             list(phases.values()),
             truth_values,
         )
-        flat = confusion.reshape(-1, len(names), len(names))
-        scores = [metrics.phase_scores(m, names) for m in flat]
-        for name in names:
-            table[f"iou_{name}"] = [score["iou"][name] for score in scores]
-        table["mean_iou"] = [score["mean_iou"] for score in scores]
-        pooled = flat.sum(axis=0)
-        total = metrics.phase_scores(pooled, names)
-        summary.update(
-            phase_iou=total["iou"],
-            mean_iou=total["mean_iou"],
-            accuracy=total["accuracy"],
-            confusion=pooled.tolist(),
-        )
+        for column, values in metrics.phase_columns(confusion, names).items():
+            table[column] = values
+        summary.update(metrics.pooled_phase_scores(confusion, names))
 
     if baseline != "none":
         if scan is None:

@@ -650,11 +650,8 @@ def stats_table(output: vio.OutputGroup) -> pd.DataFrame:
         for i, name in enumerate(names):
             table[f"{name}_fraction"] = flat[:, i] / table["voxels"].to_numpy()
         if "confusion" in stats:
-            matrices = stats["confusion"].reshape(-1, len(names), len(names))
-            scores = [metrics.phase_scores(m, names) for m in matrices]
-            for name in names:
-                table[f"iou_{name}"] = [score["iou"][name] for score in scores]
-            table["mean_iou"] = [score["mean_iou"] for score in scores]
+            for column, values in metrics.phase_columns(stats["confusion"], names).items():
+                table[column] = values
     return table
 
 
@@ -721,12 +718,7 @@ def _summary(
         totals = stats["phase_voxels"].reshape(-1, len(names)).sum(axis=0)
         summary["phase_fractions"] = {n: float(t / voxels) for n, t in zip(names, totals)}
         if "confusion" in stats:
-            pooled = stats["confusion"].reshape(-1, len(names), len(names)).sum(axis=0)
-            scores = metrics.phase_scores(pooled, names)
-            summary["phase_iou"] = scores["iou"]
-            summary["mean_iou"] = scores["mean_iou"]
-            summary["accuracy"] = scores["accuracy"]
-            summary["confusion"] = pooled.tolist()
+            summary.update(metrics.pooled_phase_scores(stats["confusion"], names))
     return summary
 
 

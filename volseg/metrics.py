@@ -17,7 +17,9 @@ import pandas as pd
 __all__ = [
     "confusion_counts",
     "confusion_matrix",
+    "phase_columns",
     "phase_scores",
+    "pooled_phase_scores",
     "dice",
     "iou",
     "pooled_scores",
@@ -59,7 +61,17 @@ def confusion_counts(prediction: np.ndarray, truth: np.ndarray) -> dict[str, int
     return {"tp": tp, "fp": fp, "fn": fn, "tn": n - tp - fp - fn}
 
 
-def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, values: list) -> np.ndarray:
+def _class_index(labels: np.ndarray, values: list) -> np.ndarray:
+    """int16 class index ``i`` where ``labels == values[i]``, -1 elsewhere."""
+    index = np.full(np.shape(labels), -1, dtype=np.int16)
+    for i, value in enumerate(values):
+        index[labels == value] = i
+    return index
+
+
+def confusion_matrix(
+    truth: np.ndarray, predicted: np.ndarray, values: list, predicted_values: list | None = None
+) -> np.ndarray:
     """Multi-class confusion counts: ``C[i, j]`` = voxels of true phase ``i`` predicted ``j``.
 
     Parameters
@@ -71,6 +83,9 @@ def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, values: list) -> 
         Predicted class indices ``0 .. C-1`` (same shape); other values are not counted.
     values : list
         The truth's label value of each class.
+    predicted_values : list, optional
+        ``predicted`` holds label values, not class indices: class ``i`` is
+        ``predicted_values[i]``.
 
     Returns
     -------
@@ -82,13 +97,15 @@ def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, values: list) -> 
     >>> truth = np.array([0, 1, 2, 2, 9])
     >>> confusion_matrix(truth, np.array([0, 2, 2, 1, 0]), [0, 1, 2]).tolist()
     [[1, 0, 0], [0, 0, 1], [0, 1, 1]]
+    >>> confusion_matrix(truth, np.array([10, 30, 30, 20, 10]), [0, 1, 2], [10, 20, 30]).tolist()
+    [[1, 0, 0], [0, 0, 1], [0, 1, 1]]
     """
     n = len(values)
     # Small integer types: a block of many million voxels stays a few bytes per voxel.
-    true_class = np.full(np.shape(truth), -1, dtype=np.int16)
-    for i, value in enumerate(values):
-        true_class[truth == value] = i
+    true_class = _class_index(truth, values)
     predicted = np.asarray(predicted)
+    if predicted_values is not None:
+        predicted = _class_index(predicted, predicted_values)
     valid = (true_class >= 0) & (predicted >= 0) & (predicted < n)
     flat = true_class[valid].astype(np.int32) * n + predicted[valid].astype(np.int32)
     return np.bincount(flat, minlength=n * n).reshape(n, n).astype(np.int64)
@@ -115,6 +132,52 @@ def phase_scores(confusion: np.ndarray, names: list[str]) -> dict[str, Any]:
         "dice": {name: float(v) for name, v in zip(names, dices)},
         "mean_iou": float(np.nanmean(ious)) if np.isfinite(ious).any() else float("nan"),
         "accuracy": float(tp.sum() / total) if total else float("nan"),
+    }
+
+
+def phase_columns(confusions: np.ndarray, names: list[str]) -> dict[str, list[float]]:
+    """Per-chunk ``iou_<phase>`` and ``mean_iou`` columns from per-chunk confusion matrices.
+
+    Parameters
+    ----------
+    confusions : numpy.ndarray
+        ``(..., C, C)``: one confusion matrix per chunk (leading axes in chunk order).
+    names : list of str
+        The phase of each class.
+
+    Examples
+    --------
+    >>> confusions = np.array([[[3, 1], [0, 4]], [[2, 0], [0, 2]]])
+    >>> phase_columns(confusions, ["pore", "ni"])
+    {'iou_pore': [0.75, 1.0], 'iou_ni': [0.8, 1.0], 'mean_iou': [0.775, 1.0]}
+    """
+    n = len(names)
+    scores = [phase_scores(m, names) for m in np.asarray(confusions).reshape(-1, n, n)]
+    columns = {f"iou_{name}": [score["iou"][name] for score in scores] for name in names}
+    columns["mean_iou"] = [score["mean_iou"] for score in scores]
+    return columns
+
+
+def pooled_phase_scores(confusions: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """Pooled per-phase scores of per-chunk confusion matrices.
+
+    The summed ``confusion`` matrix and its ``phase_iou``, ``mean_iou`` and ``accuracy``.
+
+    Examples
+    --------
+    >>> confusions = np.array([[[3, 1], [0, 4]], [[2, 0], [0, 2]]])
+    >>> pooled = pooled_phase_scores(confusions, ["pore", "ni"])
+    >>> pooled["confusion"], pooled["phase_iou"]
+    ([[5, 1], [0, 6]], {'pore': 0.8333333333333334, 'ni': 0.8571428571428571})
+    """
+    n = len(names)
+    pooled = np.asarray(confusions).reshape(-1, n, n).sum(axis=0)
+    scores = phase_scores(pooled, names)
+    return {
+        "phase_iou": scores["iou"],
+        "mean_iou": scores["mean_iou"],
+        "accuracy": scores["accuracy"],
+        "confusion": pooled.tolist(),
     }
 
 
