@@ -618,19 +618,27 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _voxels(region: tuple[slice, ...]) -> int:
+    return math.prod(sl.stop - sl.start for sl in region)
+
+
 def chunk_rows(shape, chunks) -> Iterator[tuple[tuple[int, int, int], dict[str, Any]]]:
     """(chunk index, row with ``chunk_z/y/x``, bounds ``z0 .. x1`` and ``voxels``) per chunk."""
     for index, region in _block_grid(shape, chunks):
         row: dict[str, Any] = {"chunk_z": index[0], "chunk_y": index[1], "chunk_x": index[2]}
         for axis, sl in zip("zyx", region):
             row[f"{axis}0"], row[f"{axis}1"] = sl.start, sl.stop
-        row["voxels"] = math.prod(sl.stop - sl.start for sl in region)
+        row["voxels"] = _voxels(region)
         yield index, row
 
 
-def stats_table(output: vio.OutputGroup) -> pd.DataFrame:
-    """The per-chunk statistics of an output group as a DataFrame (one row per chunk)."""
-    stats = output.read_stats()
+def stats_table(output: vio.OutputGroup, stats: dict | None = None) -> pd.DataFrame:
+    """The per-chunk statistics of an output group as a DataFrame (one row per chunk).
+
+    ``stats``: the group's arrays if already read (:meth:`volseg.io.OutputGroup.read_stats`).
+    """
+    if stats is None:
+        stats = output.read_stats()
     shape = tuple(int(s) for s in output.mask.shape)
     rows = []
     for index, row in chunk_rows(shape, output.chunks):
@@ -965,7 +973,7 @@ def segment(
         for index, region in _block_grid(volume.shape, chunks)
         if stats is None or not stats["done"][index]
     ]
-    computed_voxels = sum(math.prod(sl.stop - sl.start for sl in r) for _, r in selected)
+    computed_voxels = sum(_voxels(region) for _, region in selected)
     log.info(
         "segmenting %s: %d of %d chunks to compute",
         volume.source,
@@ -979,15 +987,11 @@ def segment(
         refined = []
         if refine is not None:
             stats = output.read_stats()
-            voxels = {
-                index: math.prod(sl.stop - sl.start for sl in region)
-                for index, region in _block_grid(volume.shape, chunks)
-            }
             refined = [
                 (index, region)
                 for index, region in _block_grid(volume.shape, chunks)
                 if not stats["refined"][index]
-                and stats["uncertain_voxels"][index] / voxels[index] > refine_threshold
+                and stats["uncertain_voxels"][index] / _voxels(region) > refine_threshold
             ]
             log.info("refining %d chunks with axes='zyx', tta=True", len(refined))
             fine = dataclasses.replace(settings, axes="zyx", tta=True)
@@ -996,15 +1000,14 @@ def segment(
     seconds = time.perf_counter() - started
 
     has_truth = truth is not None
-    table = stats_table(output)
+    stats = output.read_stats()
+    table = stats_table(output, stats)
     if not bool(table["done"].all()):
         raise RuntimeError(
             f"output {output.path!r}: {int((~table['done']).sum())} chunks are not done; "
             "run again with resume=True."
         )
-    summary = _summary(
-        table, has_truth, seconds, len(selected), computed_voxels, phases, output.read_stats()
-    )
+    summary = _summary(table, has_truth, seconds, len(selected), computed_voxels, phases, stats)
     if refine is not None:
         summary["chunks_refined_now"] = len(refined)
     output.update_attrs(status="complete", summary=_json_summary(summary))
