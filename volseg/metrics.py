@@ -16,6 +16,7 @@ import pandas as pd
 
 __all__ = [
     "confusion_counts",
+    "class_index",
     "confusion_matrix",
     "phase_columns",
     "phase_scores",
@@ -61,8 +62,14 @@ def confusion_counts(prediction: np.ndarray, truth: np.ndarray) -> dict[str, int
     return {"tp": tp, "fp": fp, "fn": fn, "tn": n - tp - fp - fn}
 
 
-def _class_index(labels: np.ndarray, values: list) -> np.ndarray:
-    """int16 class index ``i`` where ``labels == values[i]``, -1 elsewhere."""
+def class_index(labels: np.ndarray, values: list) -> np.ndarray:
+    """int16 class index ``i`` where ``labels == values[i]``, -1 elsewhere (unlabelled).
+
+    Examples
+    --------
+    >>> class_index(np.array([0, 128, 255, 7]), [0, 128, 255]).tolist()
+    [0, 1, 2, -1]
+    """
     index = np.full(np.shape(labels), -1, dtype=np.int16)
     for i, value in enumerate(values):
         index[labels == value] = i
@@ -102,10 +109,10 @@ def confusion_matrix(
     """
     n = len(values)
     # Small integer types: a block of many million voxels stays a few bytes per voxel.
-    true_class = _class_index(truth, values)
+    true_class = class_index(truth, values)
     predicted = np.asarray(predicted)
     if predicted_values is not None:
-        predicted = _class_index(predicted, predicted_values)
+        predicted = class_index(predicted, predicted_values)
     valid = (true_class >= 0) & (predicted >= 0) & (predicted < n)
     flat = true_class[valid].astype(np.int32) * n + predicted[valid].astype(np.int32)
     return np.bincount(flat, minlength=n * n).reshape(n, n).astype(np.int64)

@@ -28,9 +28,9 @@ __all__ = ["TrainResult", "train"]
 
 log = logging.getLogger(__name__)
 
-LOSSES = ("bce", "dice", "bce+dice", "ce", "ce+dice")
 BINARY_LOSSES = ("bce", "dice", "bce+dice")
 MULTICLASS_LOSSES = ("ce", "dice", "ce+dice")
+LOSSES = tuple(dict.fromkeys(BINARY_LOSSES + MULTICLASS_LOSSES))
 # Volumes up to this size are read into memory once; larger ones are cropped from storage.
 CACHE_BYTES = 2 << 30
 
@@ -189,10 +189,7 @@ class _Crops:
             if self.ignore_label is not None:
                 target[labels == self.ignore_label] = -1.0  # unlabelled: left out of the loss
             return image, target
-        target = np.full(labels.shape, -1, dtype=np.int64)
-        for index, value in enumerate(self.phases.values()):
-            target[labels == value] = index
-        return image, target
+        return image, metrics.class_index(labels, list(self.phases.values())).astype(np.int64)
 
     def random_position(self, rng: np.random.Generator) -> tuple[_Pair, int, int, int]:
         """A random crop of the training slabs: (pair, z, y0, x0), weighted by their size."""
@@ -313,35 +310,13 @@ def _multiclass_loss(kind: str):
     return lambda logits, target: cross_entropy(logits, target) + soft_dice(logits, target)
 
 
-def _evaluate_multiclass(network, validation, loss_fn, device, batch_size, phases):
-    images, targets = validation
-    network.eval()
-    names = list(phases)
-    total_loss = 0.0
-    confusion = np.zeros((len(names), len(names)), dtype=np.int64)
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            image = images[start : start + batch_size].to(device)
-            target = targets[start : start + batch_size].to(device)
-            logits = network(image)
-            total_loss += float(loss_fn(logits, target)) * len(image)
-            confusion += metrics.confusion_matrix(
-                target.cpu().numpy(), logits.argmax(dim=1).cpu().numpy(), list(range(len(names)))
-            )
-    scores = metrics.phase_scores(confusion, names)
-    row = {
-        "val_loss": total_loss / len(images),
-        "val_ni_iou": scores["iou"]["ni"],
-        "val_mean_iou": scores["mean_iou"],
-    }
-    row.update({f"val_iou_{name}": scores["iou"][name] for name in names})
-    return row
-
-
-def _evaluate(network, validation, loss_fn, device, batch_size: int) -> dict[str, float]:
+def _evaluate(network, validation, loss_fn, device, batch_size: int, phases=None) -> dict:
+    """Validation loss and scores: Ni IoU and Dice (binary), per-phase IoU (``phases``)."""
     images, targets = validation
     network.eval()
     total_loss, counts = 0.0, {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
+    classes = list(range(len(phases or {})))
+    confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
             image = images[start : start + batch_size].to(device)
@@ -349,18 +324,24 @@ def _evaluate(network, validation, loss_fn, device, batch_size: int) -> dict[str
             logits = network(image)
             total_loss += float(loss_fn(logits, target)) * len(image)
             target = target.cpu().numpy()
+            if phases is not None:
+                predicted = logits.argmax(dim=1).cpu().numpy()
+                confusion += metrics.confusion_matrix(target, predicted, classes)
+                continue
             labelled = target >= 0
             batch_counts = metrics.confusion_counts(
                 (logits > 0).cpu().numpy()[labelled], target[labelled] > 0.5
             )
             for key in counts:
                 counts[key] += batch_counts[key]
-    scores = metrics.pooled_scores(**counts)
-    return {
-        "val_loss": total_loss / len(images),
-        "val_ni_iou": scores["ni_iou"],
-        "val_dice": scores["ni_dice"],
-    }
+    row = {"val_loss": total_loss / len(images)}
+    if phases is None:
+        scores = metrics.pooled_scores(**counts)
+        return {**row, "val_ni_iou": scores["ni_iou"], "val_dice": scores["ni_dice"]}
+    scores = metrics.phase_scores(confusion, list(phases))
+    row.update(val_ni_iou=scores["iou"]["ni"], val_mean_iou=scores["mean_iou"])
+    row.update({f"val_iou_{name}": value for name, value in scores["iou"].items()})
+    return row
 
 
 def _validate(tile, batch_size, epochs, lr, loss, val_fraction, patience):
@@ -538,8 +519,6 @@ def train(
     loss = _loss_for(requested_loss, classes)
     if previous is None and classes > 1:
         phases = _training_phases(phases, pairs, classes)
-    elif previous is None:
-        phases = None
     if ignore_label is not None and (
         ignore_label == ni_label or ignore_label in (phases or {}).values()
     ):
@@ -638,12 +617,7 @@ def train(
             batch_loss.backward()
             optimiser.step()
             total += float(batch_loss.detach())
-        if phases is None:
-            scores = _evaluate(network, validation, loss_fn, torch_device, batch_size)
-        else:
-            scores = _evaluate_multiclass(
-                network, validation, loss_fn, torch_device, batch_size, phases
-            )
+        scores = _evaluate(network, validation, loss_fn, torch_device, batch_size, phases)
         row = {
             "epoch": epoch,
             "loss": total / steps_per_epoch,
@@ -686,10 +660,6 @@ def _check_phases_present(targets: torch.Tensor, phases: dict[str, int]) -> None
         log.warning("the validation slabs hold no %s (label %s)", name, value)
 
 
-def _fits(loss: str, classes: int) -> bool:
-    return loss in (BINARY_LOSSES if classes == 1 else MULTICLASS_LOSSES)
-
-
 def _loss_for(loss: str | None, classes: Any) -> str:
     """The loss to use: the given one if it fits the class count, else the default."""
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1 or classes == 2:
@@ -699,8 +669,8 @@ def _loss_for(loss: str | None, classes: Any) -> str:
         )
     if loss is None:
         return "bce+dice" if classes == 1 else "ce+dice"
-    if not _fits(loss, classes):
-        allowed = BINARY_LOSSES if classes == 1 else MULTICLASS_LOSSES
+    allowed = BINARY_LOSSES if classes == 1 else MULTICLASS_LOSSES
+    if loss not in allowed:
         raise ValueError(
             f"loss={loss!r} does not fit classes={classes}; use one of {', '.join(allowed)}."
         )
