@@ -416,12 +416,12 @@ def _phases(items: list[str] | None) -> dict[str, float] | None:
     for item in items:
         name, sep, value = item.partition("=")
         try:
-            number = float(value)
+            number = _label(value)
         except ValueError:
             number = None
         if not sep or not name or number is None:
             raise ValueError(f"--phases {item!r}: write NAME=VALUE, e.g. pore=0 ysz=1 ni=2.")
-        phases[name] = int(number) if number.is_integer() else number
+        phases[name] = number
     return phases
 
 

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .synth import PHASES
+
 __all__ = [
     "CHECKPOINT_FORMAT",
     "LoadedModel",
@@ -51,8 +53,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "volseg.unet/1"
 ARCHS = ("unet",)
-# Phases of a three-class anode model and their label values (as volseg.synth writes).
-DEFAULT_PHASES = {"pore": 0, "ysz": 1, "ni": 2}
+# Phases of a three-class anode model and their label values: those volseg.synth writes.
+DEFAULT_PHASES = PHASES
 
 
 def default_config(**overrides: Any) -> dict[str, Any]:
