@@ -36,6 +36,14 @@ def sharp_checkpoint(checkpoint, tmp_path_factory):
     return vmodel.save_checkpoint(loaded.network, loaded.config, path)
 
 
+def ome_scan(image: np.ndarray, path) -> None:
+    """``image`` as a one-level OME-Zarr with voxel size (0.5, 0.02, 0.02) micrometer."""
+    vio.convert(
+        image, path, chunks=image.shape, levels=1, voxel_size=(0.5, 0.02, 0.02),
+        unit="micrometer", progress=False,
+    )  # fmt: skip
+
+
 # --------------------------------------------------------------------------- tiling pieces
 
 
@@ -306,12 +314,7 @@ def test_bad_modes_are_refused_with_the_choices(small_anode, checkpoint):
 def test_voxel_size_travels_from_ome_zarr_scan_to_output_and_measures(
     small_anode, checkpoint3, tmp_path
 ):
-    import zarr
-
-    image, _ = small_anode
-    group = zarr.open_group(tmp_path / "scan.ome.zarr", mode="w")
-    group.attrs["ome"] = vio.ome_multiscales(["0"], (0.5, 0.02, 0.02), unit="micrometer")
-    group.create_array("0", shape=image.shape, chunks=image.shape, dtype=image.dtype)[...] = image
+    ome_scan(small_anode[0], tmp_path / "scan.ome.zarr")
     assert vio.recorded_voxel_size(vio.open_scan(tmp_path / "scan.ome.zarr")) == (
         (0.5, 0.02, 0.02),
         "micrometer",
@@ -450,14 +453,9 @@ def test_train_three_phases_records_phases_and_per_phase_validation(tmp_path):
 def test_report_of_a_three_phase_output_has_physical_microstructure(
     small_anode, checkpoint3, tmp_path
 ):
-    import zarr
-
     from volseg.cli import main
 
-    image, labels = small_anode
-    group = zarr.open_group(tmp_path / "scan.ome.zarr", mode="w")
-    group.attrs["ome"] = vio.ome_multiscales(["0"], (0.5, 0.02, 0.02), unit="micrometer")
-    group.create_array("0", shape=image.shape, chunks=image.shape, dtype=image.dtype)[...] = image
+    ome_scan(small_anode[0], tmp_path / "scan.ome.zarr")
     out = tmp_path / "out.zarr"
     run(tmp_path / "scan.ome.zarr", checkpoint3, out)
     assert main(["report", str(out), "--html", str(tmp_path / "r.html")]) == 0
