@@ -32,15 +32,13 @@ import argparse
 import json
 import logging
 import math
-import os
-import platform
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
+from _common import demo_model, machine
 
 import volseg
 from volseg import synth
@@ -54,39 +52,6 @@ SETTINGS = {
     "z+tta": {"axes": "z", "tta": True},
     "zyx+tta": {"axes": "zyx", "tta": True},
 }
-
-
-def trained_model(workdir: Path, classes: int, device: str) -> Path:
-    """The demo's small U-Net trained on a synthetic scan; reused if already in ``workdir``."""
-    path = workdir / f"trained-{classes}class.pt"
-    if path.exists():
-        log.info("reusing %s", path)
-        return path
-    log.info("training a %d-class model", classes)
-    synth.write_anode(
-        workdir / "train.zarr",
-        DEMO_SETTINGS["train_shape"],
-        seed=DEMO_SETTINGS["train_seed"],
-        overwrite=True,
-    )
-    volseg.train(
-        str(workdir / "train.zarr/image"),
-        str(workdir / "train.zarr/labels"),
-        path,
-        encoder=DEMO_SETTINGS["encoder"],
-        encoder_depth=DEMO_SETTINGS["encoder_depth"],
-        decoder_channels=DEMO_SETTINGS["decoder_channels"],
-        tile=DEMO_SETTINGS["tile"],
-        batch_size=DEMO_SETTINGS["batch_size"],
-        epochs=DEMO_SETTINGS["epochs"],
-        steps_per_epoch=DEMO_SETTINGS["steps_per_epoch"],
-        patience=DEMO_SETTINGS["patience"],
-        lr=DEMO_SETTINGS["lr"],
-        classes=classes,
-        device=device,
-        progress=False,
-    )
-    return path
 
 
 def run_setting(scan: Path, model: Path, out: Path, chunks, device: str, **modes) -> dict:
@@ -133,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="volseg-fusion-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        model = (
-            Path(args.model) if args.model else trained_model(workdir, args.classes, args.device)
-        )
+        model = Path(args.model) if args.model else demo_model(workdir, args.device, args.classes)
         scan = workdir / "held_out.zarr"
         synth.write_anode(
             scan, tuple(args.shape), seed=args.seed, chunks=tuple(args.scan_chunks), overwrite=True
@@ -178,12 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             "overlap": 0.25,
             "best_setting": best["setting"],
             "settings": settings,
-            "machine": {
-                "cpus": len(os.sched_getaffinity(0)),
-                "platform": platform.platform(),
-                "torch": torch.__version__,
-                "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
-            },
+            "machine": machine(args.device.startswith("cuda")),
         }
         print(json.dumps(result, indent=2))
     finally:

@@ -39,8 +39,6 @@ import argparse
 import json
 import logging
 import math
-import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -48,8 +46,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 import zarr
+from _common import demo_model, machine
 
 import volseg
 from volseg import metrics, synth
@@ -59,38 +57,6 @@ log = logging.getLogger("refine")
 
 COUNTS = ("tp", "fp", "fn", "tn")
 SWEEP = (0.0, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2)
-
-
-def trained_model(workdir: Path, device: str) -> Path:
-    """The demo's small binary U-Net trained on a clean synthetic scan; reused if present."""
-    path = workdir / "trained-1class.pt"
-    if path.exists():
-        log.info("reusing %s", path)
-        return path
-    log.info("training a model")
-    synth.write_anode(
-        workdir / "train.zarr",
-        DEMO_SETTINGS["train_shape"],
-        seed=DEMO_SETTINGS["train_seed"],
-        overwrite=True,
-    )
-    volseg.train(
-        str(workdir / "train.zarr/image"),
-        str(workdir / "train.zarr/labels"),
-        path,
-        encoder=DEMO_SETTINGS["encoder"],
-        encoder_depth=DEMO_SETTINGS["encoder_depth"],
-        decoder_channels=DEMO_SETTINGS["decoder_channels"],
-        tile=DEMO_SETTINGS["tile"],
-        batch_size=DEMO_SETTINGS["batch_size"],
-        epochs=DEMO_SETTINGS["epochs"],
-        steps_per_epoch=DEMO_SETTINGS["steps_per_epoch"],
-        patience=DEMO_SETTINGS["patience"],
-        lr=DEMO_SETTINGS["lr"],
-        device=device,
-        progress=False,
-    )
-    return path
 
 
 def chunk_regions(shape, chunks) -> dict[tuple[int, int, int], tuple[slice, ...]]:
@@ -197,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="volseg-refine-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        model = Path(args.model) if args.model else trained_model(workdir, args.device)
+        model = Path(args.model) if args.model else demo_model(workdir, args.device)
         scan = workdir / "held_out_degraded.zarr"
         log.info("writing the held-out scan, degrading chunks %s", sorted(bad))
         write_degraded_scan(scan, shape, chunks, args.seed, bad, args.bad_noise, args.bad_blur)
@@ -301,12 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "chunk_table": chunk_rows,
             "sweep": [sweep_row(t, z_table, full_table, t_z, t_full, bad) for t in SWEEP],
-            "machine": {
-                "cpus": len(os.sched_getaffinity(0)),
-                "platform": platform.platform(),
-                "torch": torch.__version__,
-                "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
-            },
+            "machine": machine(args.device.startswith("cuda")),
         }
         print(json.dumps(result, indent=2))
     finally:

@@ -31,7 +31,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import zarr
+from _common import machine
 
 import volseg
 from volseg import model as vmodel
@@ -278,12 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                 else None
             ),
             "settings": settings,
-            "machine": {
-                "cpus": len(os.sched_getaffinity(0)),
-                "platform": platform.platform(),
-                "torch": torch.__version__,
-                "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
-            },
+            "machine": machine(device.type == "cuda"),
         }
         print(json.dumps(result, indent=2))
     finally:
