@@ -169,4 +169,4 @@ def test_out_of_gpu_memory_suggests_a_smaller_batch(anode_arrays, checkpoint, mo
     monkeypatch.setattr(vmodel.TilePredictor, "submit", exhausted)
     image, _ = anode_arrays
     with pytest.raises(MemoryError, match="out of GPU memory .* smaller --batch-size"):
-        volseg.segment(image, model=checkpoint, **RUN)
+        volseg.segment(image, model=checkpoint, backend="torch", **RUN)

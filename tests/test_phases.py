@@ -130,7 +130,15 @@ def test_zyx_is_the_mean_of_whole_plane_references_along_each_axis(small_anode, 
     along_y = _plane_reference(volume.transpose(1, 0, 2), loaded, 64).transpose(1, 0, 2)
     along_x = _plane_reference(volume.transpose(2, 0, 1), loaded, 64).transpose(1, 2, 0)
     expected = (along_z + along_y + along_x) / 3
-    result = run(image, checkpoint, axes="zyx", chunks=(3, 24, 30), save_prob="float32")
+    result = run(
+        image,
+        checkpoint,
+        axes="zyx",
+        chunks=(3, 24, 30),
+        save_prob="float32",
+        precision="fp32",
+        backend="torch",
+    )
     np.testing.assert_allclose(result.prob[...], expected, atol=1e-5)
     # The y and x slices see something else than the z slices: fusion changes the result.
     assert np.abs(expected - along_z).max() > 0.01

@@ -81,7 +81,15 @@ def test_numpy_input_matches_whole_volume_reference(anode_arrays, checkpoint):
     from volseg import tiling
 
     image, _ = anode_arrays
-    result = volseg.segment(image, model=checkpoint, chunks=(2, 40, 50), save_prob="float32", **RUN)
+    result = volseg.segment(
+        image,
+        model=checkpoint,
+        chunks=(2, 40, 50),
+        save_prob="float32",
+        precision="fp32",
+        backend="torch",
+        **RUN,
+    )
     loaded = vmodel.load_checkpoint(checkpoint)
     grid = tiling.plane_grid(image.shape[1:], 64, 0.25)
     weights = tiling.blend_window(64).astype(np.float64)

@@ -21,6 +21,18 @@ def _label(text: str) -> float:
     return int(value) if value.is_integer() else value
 
 
+def _tile(text: str) -> int | str:
+    """``--tile``: ``auto`` or an integer."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a tile size; use auto or a multiple of 32 such as 128"
+        ) from None
+
+
 def _zyx(p: argparse.ArgumentParser, flag: str, kind: type, default: Any, help: str) -> None:
     """An option of three values along (z, y, x)."""
     p.add_argument(flag, type=kind, nargs=3, metavar=("Z", "Y", "X"), default=default, help=help)
@@ -52,8 +64,26 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="value of Ni in --truth (default: from the truth's attrs, else 1)",
     )
-    p.add_argument("--tile", type=int, default=128, help="tile size, multiple of 32 (128)")
+    p.add_argument(
+        "--tile",
+        type=_tile,
+        default="auto",
+        help="tile size, a multiple of 32, or auto: the grid fitted to the plane (auto)",
+    )
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (0.25)")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default="auto",
+        help="arithmetic of the network (auto: bf16 on CPUs with AMX/AVX512-BF16 and on "
+        "GPUs that support it, fp16 on other GPUs, else fp32)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["auto", "torch", "openvino", "onnxruntime"],
+        default="auto",
+        help="what runs the network (auto: OpenVINO when installed and on a CPU, else torch)",
+    )
     p.add_argument(
         "--blend",
         choices=["gaussian", "constant"],
@@ -176,6 +206,8 @@ def _run_segment(args: argparse.Namespace) -> int:
             phase=args.phase,
             voxel_size=tuple(args.voxel_size) if args.voxel_size else None,
             unit=args.unit,
+            precision=args.precision,
+            backend=args.backend,
         )
     finally:
         if client is not None:

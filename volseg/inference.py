@@ -26,12 +26,19 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import backends, metrics, tiling
 from . import io as vio
-from . import metrics, tiling
 from . import model as vmodel
 from ._version import __version__
 
-__all__ = ["SegmentationResult", "choose_chunks", "output_phases", "segment"]
+__all__ = [
+    "SegmentationResult",
+    "choose_chunks",
+    "output_phases",
+    "plane_blocks",
+    "plane_grid",
+    "segment",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,8 @@ RESUME_KEYS = (
     "refine",
     "refine_threshold",
     "phase",
+    "precision",
+    "backend",
 )
 # What runs recorded before a setting existed did (older outputs resume with them).
 RESUME_DEFAULTS = {
@@ -63,10 +72,16 @@ RESUME_DEFAULTS = {
     "refine": None,
     "refine_threshold": 0.05,
     "phase": None,
+    "precision": "fp32",
+    "backend": "torch",
 }
 # Default blocks when slices along y and x are predicted too (axes="zyx" or refine):
 # deep blocks, so the tiles of y- and x-slices (tile pixels along z) are not mostly halo.
 DEEP_BLOCKS = {"target_yx": 256, "target_z": 128}
+# Default blocks with tile="auto" (plane_blocks): whole planes up to this side, about
+# as many voxels as a 32 x 512 x 512 block.
+PLANE_BLOCK_SIDE = 4096
+PLANE_BLOCK_VOXELS = 32 * 512 * 512
 
 
 @dataclass
@@ -123,7 +138,7 @@ class _Settings:
     """Everything a block task needs besides its arrays (small, picklable)."""
 
     shape: tuple[int, int, int]
-    tile: int
+    tile: int | str  # "auto": a grid fitted to each plane (tiling.auto_plane_grid)
     overlap: float
     blend: str
     pad: str
@@ -143,6 +158,8 @@ class _Settings:
     truth_phases: dict | None = None  # the same phases' values in the truth
     write_labels: bool = False
     loaded: Any = None  # a LoadedModel given in memory (local scheduler only)
+    precision: str = "fp32"  # resolved: "fp32" | "bf16" | "fp16"
+    backend: str = "torch"  # resolved: "torch" | "openvino" | "onnxruntime"
 
     @property
     def ni_class(self) -> int | None:
@@ -167,9 +184,34 @@ class _BlockPlan:
 
 def _axis_grid(settings: _Settings, axis: str) -> tiling.PlaneGrid:
     order = AXIS_ORDER[axis]
-    return tiling.plane_grid(
-        (settings.shape[order[1]], settings.shape[order[2]]), settings.tile, settings.overlap
-    )
+    plane = (settings.shape[order[1]], settings.shape[order[2]])
+    return plane_grid(plane, settings.tile, settings.overlap, settings.batch_size)
+
+
+def plane_grid(
+    plane: tuple[int, int], tile: int | str = "auto", overlap: float = 0.25, batch_size: int = 16
+) -> tiling.PlaneGrid:
+    """The global tile grid of a plane for a run's ``tile``, ``overlap`` and ``batch_size``.
+
+    ``tile="auto"``: :func:`volseg.tiling.auto_plane_grid` with the context margin of
+    tile 128 at ``overlap`` and tiles no larger than :func:`volseg.tiling.max_auto_tile`
+    of ``batch_size``; an integer tile: :func:`volseg.tiling.plane_grid`.
+
+    Examples
+    --------
+    >>> grid = plane_grid((501, 501), "auto")
+    >>> grid.tile, grid.n_tiles
+    (288, 4)
+    >>> plane_grid((501, 501), 128).n_tiles
+    36
+    """
+    if tile == "auto":
+        return tiling.auto_plane_grid(
+            tuple(plane),
+            margin=tiling.context_margin(overlap),
+            max_tile=tiling.max_auto_tile(batch_size),
+        )
+    return tiling.plane_grid(tuple(plane), int(tile), overlap)
 
 
 def _block_plan(settings: _Settings, region: tuple[slice, slice, slice]) -> _BlockPlan:
@@ -219,6 +261,38 @@ def choose_chunks(
     return (depth, *sizes)
 
 
+def plane_blocks(
+    shape: tuple[int, int, int],
+    scan_chunks: tuple[int, int, int],
+    block_voxels: int = PLANE_BLOCK_VOXELS,
+    max_side: int = PLANE_BLOCK_SIDE,
+) -> tuple[int, int, int]:
+    """Default processing blocks for ``tile="auto"``: whole planes, a few slices deep.
+
+    A tile that touches two blocks is computed by both; the large tiles of a grid
+    fitted to the plane would be computed up to twice per axis in 512-pixel blocks, so
+    blocks span whole planes (planes wider than ``max_side`` are split in whole
+    multiples of the stored chunks about ``max_side`` wide). Depth: the stored chunks'
+    (at most 32) or less, so that a block holds about ``block_voxels`` (as many as a
+    32 x 512 x 512 block).
+
+    Examples
+    --------
+    >>> plane_blocks((64, 501, 501), (8, 256, 256))
+    (8, 501, 501)
+    >>> plane_blocks((64, 2048, 2048), (64, 256, 256))
+    (2, 2048, 2048)
+    >>> plane_blocks((4, 10000, 10000), (4, 512, 512))
+    (1, 4096, 4096)
+    """
+    sizes = [
+        n if n <= max_side else _multiple(n, c, max_side)
+        for n, c in zip(shape[1:], scan_chunks[1:])
+    ]
+    depth = max(1, min(int(scan_chunks[0]), 32, shape[0], block_voxels // math.prod(sizes)))
+    return (depth, *sizes)
+
+
 def _multiple(size: int, chunk: int, target: int) -> int:
     chunk = max(1, int(chunk))
     return min(size, chunk * max(1, math.ceil(target / chunk)))
@@ -250,11 +324,10 @@ def tiles_per_batch(batch_size: int, tile: int) -> int:
 
 
 def _predictor(settings: _Settings) -> Any:
-    if settings.loaded is not None:
-        predictor = vmodel.TilePredictor(settings.loaded)
-    else:
+    loaded = settings.loaded
+    if loaded is None:
         loaded = vmodel.cached_model(settings.model_path, settings.model_sha256, settings.device)
-        predictor = vmodel.TilePredictor(loaded)
+    predictor = backends.cached_predictor(loaded, settings.backend, settings.precision)
     return tiling.FlipRotateTTA(predictor) if settings.tta else predictor
 
 
@@ -281,14 +354,15 @@ def _block_probability(
         sub[order[2]] = _relative(read_plan.x_read, plan.box[order[2]])
         window = tiling.apply_read_plan(read_plan, box[tuple(sub)].transpose(order))
         a, b = region[order[1]], region[order[2]]
+        grid = _axis_grid(settings, axis)
         planes = tiling.stitch_block(
             window,
-            _axis_grid(settings, axis),
+            grid,
             (a.start, a.stop),
             (b.start, b.stop),
             predict,
             blend=settings.blend,
-            batch_size=tiles_per_batch(settings.batch_size, settings.tile),
+            batch_size=tiles_per_batch(settings.batch_size, grid.tile),
             channels=channels,
         )
         back = tuple(int(i) for i in np.argsort(order))
@@ -411,13 +485,26 @@ def _resolve_model(model: Any, device: str) -> tuple[str, str, dict, Any]:
     return str(model), loaded.sha256, loaded.config, None
 
 
+def _grid_record(grid: tiling.PlaneGrid) -> dict[str, Any]:
+    """The z-slices' tile grid, for the output's attrs (what ``tile="auto"`` chose)."""
+    return {
+        "tile": grid.tile,
+        "tiles_per_slice": grid.n_tiles,
+        "stride": [grid.y.stride, grid.x.stride],
+        "margin": grid.y.margin,
+        "model_voxels_per_voxel": round(grid.model_pixels_per_pixel(), 4),
+    }
+
+
 def _validate_params(tile, overlap, blend, pad, batch_size, threshold, save_prob):
-    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 32 or tile % 32:
+    if tile != "auto" and (
+        isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 32 or tile % 32
+    ):
         raise ValueError(
-            f"tile={tile!r} must be a multiple of 32 (the U-Net halves the size up to 5 times), "
-            "for example 128 or 256."
+            f"tile={tile!r} must be a multiple of 32 (the U-Net halves the size up to 5 "
+            "times), for example 128 or 256, or 'auto'."
         )
-    tiling.axis_grid(1, int(tile), overlap)  # validates overlap
+    tiling.axis_grid(1, 128 if tile == "auto" else int(tile), overlap)  # validates overlap
     if blend not in tiling.BLEND_MODES:
         raise ValueError(f"blend={blend!r} is not known; use 'gaussian' or 'constant'.")
     if pad not in tiling.PAD_MODES:
@@ -736,7 +823,7 @@ def segment(
     out: Any = None,
     truth: Any = None,
     ni_label: float | None = None,
-    tile: int = 128,
+    tile: int | str = "auto",
     overlap: float = 0.25,
     blend: str = "gaussian",
     pad: str = "reflect",
@@ -757,6 +844,8 @@ def segment(
     phase: str | None = None,
     voxel_size: tuple[float, float, float] | None = None,
     unit: str | None = None,
+    precision: str = "auto",
+    backend: str = "auto",
 ) -> SegmentationResult:
     """Segment Ni in a 3D scan with a tiled 2D U-Net and write the mask to Zarr.
 
@@ -786,10 +875,14 @@ def segment(
         Value of Ni in ``truth`` (1 for binary masks, 2 for volseg.synth labels,
         255 for 0/128/255 label images). Default: the value recorded in the
         truth's attrs (``{"phases": {"ni": 2}}`` as volseg.synth writes), else 1.
-    tile : int
-        Tile edge length; a multiple of 32 (128, the training size, by default).
+    tile : int or "auto"
+        Tile edge length, a multiple of 32; ``"auto"`` (default): the grid fitted to
+        each plane that computes the fewest model voxels per output voxel while every
+        seam keeps the context margin of tile 128 at ``overlap``
+        (:func:`plane_grid`; docs/performance.md has the table).
     overlap : float
-        Fraction of a tile shared with its neighbour, in [0, 1).
+        Fraction of a tile shared with its neighbour, in [0, 1); with ``tile="auto"``
+        it sets the context margin (16 pixels at 0.25).
     blend : {"gaussian", "constant"}
         Blend window for overlapping tiles.
     pad : {"reflect", "constant"}
@@ -836,6 +929,16 @@ def segment(
         The scan's voxel size (z, y, x) and its unit, recorded in the output for
         :func:`volseg.measure` and reports. Default: the scale in the scan's OME-Zarr
         metadata (none for TIFF stacks and arrays).
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        Arithmetic of the network's forward pass; blending, thresholds and counts stay
+        float32. ``"auto"``: bf16 on CPUs with AMX or AVX512-BF16 and on GPUs that
+        support it, fp16 on other GPUs, fp32 otherwise
+        (:func:`volseg.backends.resolve_precision`). Recorded, resolved, in the attrs.
+    backend : {"auto", "torch", "openvino", "onnxruntime"}
+        What runs the network: torch, or the network exported once to ONNX and
+        compiled by OpenVINO or ONNX Runtime (``pip install 'volseg[openvino]'`` /
+        ``'volseg[onnx]'``); same tiles, blending and mask. ``"auto"``: OpenVINO when
+        it is installed and the device is a CPU, else torch.
 
     Returns
     -------
@@ -861,15 +964,21 @@ def segment(
     if client is None:
         torch_device = vmodel.resolve_device(device)
         task_device = str(torch_device)
+        run_device = torch_device
     else:
         # Each worker resolves the device itself ("auto" = its own GPU, if it has one).
         vmodel.parse_device(device)
         torch_device, task_device = torch.device("cpu"), str(device)
+        # Backend and precision are resolved here, for the kind of device workers use.
+        gpus = str(device).startswith("cuda") or (device == "auto" and _cluster_has_gpus(client))
+        run_device = torch.device("cuda" if gpus else "cpu")
         # Workers may start in other directories: give them absolute paths.
         scan, truth, out = (
             str(Path(v).resolve()) if isinstance(v, (str, os.PathLike)) else v
             for v in (scan, truth, out)
         )
+    run_backend = backends.resolve_backend(backend, run_device)
+    run_precision = backends.resolve_precision(precision, run_device, run_backend)
     volume = vio.open_scan(scan, role="scan")
     model_path, sha256, config, loaded = _resolve_model(model, str(torch_device))
     phases = vmodel.model_phases(config)
@@ -895,16 +1004,17 @@ def segment(
             )
         model_path = str(Path(model_path).resolve())
     deep = axes == "zyx" or refine is not None
-    chunks = (
-        choose_chunks(volume.shape, volume.chunks, **(DEEP_BLOCKS if deep else {}))
-        if chunks is None
-        else vio.validate_chunks(chunks, volume.shape)
-    )
+    if chunks is not None:
+        chunks = vio.validate_chunks(chunks, volume.shape)
+    elif tile == "auto" and not deep:
+        chunks = plane_blocks(volume.shape, volume.chunks)
+    else:
+        chunks = choose_chunks(volume.shape, volume.chunks, **(DEEP_BLOCKS if deep else {}))
     prob_dtype = PROB_DTYPES.get(save_prob) if save_prob else None
     params = {
         "shape": list(volume.shape),
         "chunks": list(chunks),
-        "tile": int(tile),
+        "tile": tile if tile == "auto" else int(tile),
         "overlap": float(overlap),
         "blend": blend,
         "pad": pad,
@@ -920,6 +1030,9 @@ def segment(
         "refine_threshold": float(refine_threshold),
         "phase": phase,
         "phases": phases if phase is None else None,
+        "precision": run_precision,
+        "backend": run_backend,
+        "grid": _grid_record(plane_grid(volume.shape[1:], tile, overlap, batch_size)),
     }
     attrs = {
         "version": __version__,
@@ -946,7 +1059,7 @@ def segment(
 
     settings = _Settings(
         shape=tuple(volume.shape),
-        tile=int(tile),
+        tile=tile if tile == "auto" else int(tile),
         overlap=float(overlap),
         blend=blend,
         pad=pad,
@@ -966,6 +1079,8 @@ def segment(
         truth_phases=truth_phases,
         write_labels=phases is not None and phase is None,
         loaded=loaded,
+        precision=run_precision,
+        backend=run_backend,
     )
     stats = output.read_stats() if reused else None
     selected = [

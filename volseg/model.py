@@ -617,8 +617,9 @@ class TilePredictor:
     A binary model gives the Ni probability ``(B, T, T)`` (sigmoid); a multi-class
     model the per-class probabilities ``(B, C, T, T)`` (softmax over the classes).
 
-    Runs under :func:`torch.inference_mode` in channels-last memory format; on CUDA
-    with half-precision autocast and pinned host memory, and asynchronously through
+    Runs under :func:`torch.inference_mode` in channels-last memory format, with
+    ``precision`` autocast (the probabilities are always computed in float32 from the
+    logits); on CUDA with pinned host memory, and asynchronously through
     :meth:`submit` / :meth:`collect` so that the next batch is prepared while the GPU
     computes (see :func:`volseg.tiling.stitch_block`).
 
@@ -627,7 +628,11 @@ class TilePredictor:
     loaded : LoadedModel
         The network and its configuration (``classes``).
     half : bool, optional
-        Half-precision autocast; default: on CUDA only.
+        Half-precision autocast; default: on CUDA only. Ignored when ``precision`` is
+        given.
+    precision : {"fp32", "bf16", "fp16"}, optional
+        Autocast dtype of the forward pass (see :func:`volseg.backends.resolve_precision`
+        for ``"auto"``).
 
     Examples
     --------
@@ -641,11 +646,17 @@ class TilePredictor:
     ((2, 3, 64, 64), True)
     """
 
-    def __init__(self, loaded: LoadedModel, half: bool | None = None):
+    def __init__(self, loaded: LoadedModel, half: bool | None = None, precision: str | None = None):
         self.network = loaded.network
         self.device = loaded.device
         self.classes = int(loaded.config.get("classes", 1))
-        self.half = (self.device.type == "cuda") if half is None else bool(half)
+        if precision is None:
+            half = (self.device.type == "cuda") if half is None else bool(half)
+            precision = "fp16" if half else "fp32"
+        if precision not in AUTOCAST_DTYPES:
+            raise ValueError(f"precision={precision!r} is not known; use 'fp32', 'bf16' or 'fp16'.")
+        self.precision = precision
+        self.half = precision != "fp32"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.collect(self.submit(batch))
@@ -681,12 +692,16 @@ class TilePredictor:
         return host.numpy()
 
     def _forward(self, tensor: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
+        dtype = AUTOCAST_DTYPES[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=self.half):
             logits = self.network(tensor)
         if self.classes > 1:
             return torch.softmax(logits.float(), dim=1).contiguous()
         return torch.sigmoid(logits.float())[:, 0].contiguous()
 
+
+# Autocast dtype of each inference precision (None: plain float32).
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 _CACHE: dict[tuple[str, str], LoadedModel] = {}
 _CACHE_LOCK = threading.Lock()
