@@ -33,6 +33,35 @@ def _tile(text: str) -> int | str:
         ) from None
 
 
+def _label_value(text: str) -> float:
+    """The value of a phase in a label volume: a finite number, 0 or more."""
+    try:
+        value = _label(text)
+    except ValueError:
+        value = None
+    if value is None or value != value or value in (float("inf"), float("-inf")) or value < 0:
+        raise argparse.ArgumentTypeError(
+            f"label value {text!r} must be a finite number, 0 or more (e.g. 1, 2 or 255)"
+        )
+    return value
+
+
+def _allow_incomplete(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="read an output whose run has not finished: only its done chunks count",
+    )
+
+
+def _new_file(path: str | None, overwrite: bool, what: str) -> None:
+    """Refuse, before any work, a file that would be replaced, a folder, a missing folder."""
+    if path:
+        from .guards import check_new_file
+
+        check_new_file(path, overwrite=overwrite, what=what)
+
+
 def _zyx(p: argparse.ArgumentParser, flag: str, kind: type, default: Any, help: str) -> None:
     """An option of three values along (z, y, x)."""
     p.add_argument(flag, type=kind, nargs=3, metavar=("Z", "Y", "X"), default=default, help=help)
@@ -60,7 +89,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--truth", help="ground-truth labels of the same shape, for IoU")
     p.add_argument(
         "--ni-label",
-        type=_label,
+        type=_label_value,
         default=None,
         help="value of Ni in --truth (default: from the truth's attrs, else 1)",
     )
@@ -170,6 +199,11 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--account", default=None, help="slurm: account")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run")
+    p.add_argument(
+        "--allow-missing-chunks",
+        action="store_true",
+        help="read chunks absent from the scan's store as its fill value (default: an error)",
+    )
     p.add_argument("--csv", help="also write the per-chunk table to this CSV file")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_run_segment)
@@ -178,6 +212,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
 def _run_segment(args: argparse.Namespace) -> int:
     from .inference import segment
 
+    _new_file(args.csv, args.overwrite, "CSV file")
     client = _client_for(args)
     try:
         result = segment(
@@ -208,6 +243,7 @@ def _run_segment(args: argparse.Namespace) -> int:
             unit=args.unit,
             precision=args.precision,
             backend=args.backend,
+            allow_missing_chunks=args.allow_missing_chunks,
         )
     finally:
         if client is not None:
@@ -263,6 +299,7 @@ def _print_summary(summary: dict) -> None:
         "chunks_computed",
         "chunks_skipped",
         "chunks_refined",
+        "chunks_missing",
         "seconds",
         "voxels_per_second",
         "status",
@@ -302,6 +339,8 @@ def _add_stats(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("out", help="output Zarr group written by `volseg segment`")
     p.add_argument("--csv", help="write the table to this CSV file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
+    _allow_incomplete(p)
     p.set_defaults(func=_run_stats)
 
 
@@ -310,7 +349,8 @@ def _run_stats(args: argparse.Namespace) -> int:
 
     from .inference import open_result
 
-    result = open_result(args.out)
+    _new_file(args.csv, args.overwrite, "CSV file")
+    result = open_result(args.out, allow_incomplete=args.allow_incomplete)
     with pd.option_context("display.max_rows", 200, "display.width", 160):
         print(result.stats.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     _print_summary(result.summary)
@@ -567,7 +607,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("truth", help="labels or binary mask of the same shape")
     p.add_argument(
         "--ni-label",
-        type=_label,
+        type=_label_value,
         default=None,
         help="value of Ni in TRUTH (default: from its attrs, else 1)",
     )
@@ -592,6 +632,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "score MASK as a label volume with these phases (an output group of a "
         "three-phase model is scored per phase without this)",
     )
+    _allow_incomplete(p)
     p.set_defaults(func=_run_evaluate)
 
 
@@ -607,6 +648,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         csv=args.csv,
         write=not args.no_write,
         phases=_phases(args.phases),
+        allow_incomplete=args.allow_incomplete,
     )
     _print_summary(result.summary)
     worst = result.slices.sort_values("iou").head(3)
@@ -631,7 +673,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--truth", default=None, help="labels, for IoU maps and discrepancies")
     p.add_argument(
         "--ni-label",
-        type=_label,
+        type=_label_value,
         default=None,
         help="value of Ni in --truth (default: from its attrs, else 1)",
     )
@@ -651,6 +693,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="leave out the microstructure table (fractions, surfaces, thickness, TPB)",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --html page")
+    _allow_incomplete(p)
     p.set_defaults(func=_run_report)
 
 
@@ -666,6 +710,8 @@ def _run_report(args: argparse.Namespace) -> int:
         ni_label=args.ni_label,
         voxel_size=tuple(args.voxel_size) if args.voxel_size else None,
         measures=not args.no_measures,
+        overwrite=args.overwrite,
+        allow_incomplete=args.allow_incomplete,
     )
     print(f"report written to {page}")
     return 0
@@ -737,7 +783,7 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
         "distance-transform thickness of the phase, computed chunk by chunk.",
     )
     p.add_argument("mask", help="volseg output group or any binary/label volume")
-    p.add_argument("--label", type=_label, default=1, help="value of the phase in MASK (1)")
+    p.add_argument("--label", type=_label_value, default=1, help="value of the phase in MASK (1)")
     _zyx(
         p,
         "--voxel-size",
@@ -766,6 +812,7 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
         help="distances are truncated at this many voxels (32)",
     )
     p.add_argument("--json", default=None, help="write the measures to this JSON file")
+    _allow_incomplete(p)
     p.set_defaults(func=_run_measure)
 
 
@@ -782,6 +829,7 @@ def _run_measure(args: argparse.Namespace) -> int:
             phases=_phases(args.phases) or None,
             connectivity=args.connectivity,
             max_radius=args.max_radius,
+            allow_incomplete=args.allow_incomplete,
         )
     else:
         values = measure(
@@ -790,6 +838,7 @@ def _run_measure(args: argparse.Namespace) -> int:
             label=args.label,
             connectivity=args.connectivity,
             max_radius=args.max_radius,
+            allow_incomplete=args.allow_incomplete,
         )
     unit = values.get("unit") or ("the unit of --voxel-size" if voxel_size else "voxels")
     print(f"  lengths in {unit} (voxel size {values['voxel_size']})")

@@ -164,6 +164,13 @@ def local(
     (1, 3)
     >>> client.close(); client.cluster.close()
     """
+    for name, value in (("n_workers", n_workers), ("threads_per_worker", threads_per_worker)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ValueError(
+                f"{name}={value!r} (--workers / threads) must be a positive integer, e.g. 2."
+            )
     from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
 
     cores = _usable_cores()

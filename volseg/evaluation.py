@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from . import io as vio
-from . import metrics
+from . import metrics, store
 from .inference import chunk_rows, output_phases
 
 __all__ = ["Evaluation", "BASELINES", "evaluate"]
@@ -105,13 +105,26 @@ def chunk_confusion(
     return per_block.compute()
 
 
-def slice_counts(prediction: da.Array, truth: da.Array) -> pd.DataFrame:
-    """Confusion counts per z-slice (reductions over y and x, chunk by chunk)."""
+def slice_counts(
+    prediction: da.Array, truth: da.Array, valid: da.Array | None = None
+) -> pd.DataFrame:
+    """Confusion counts per z-slice (reductions over y and x, chunk by chunk).
+
+    ``valid``: the voxels that count (the done chunks of an incomplete output); both
+    volumes must already be False outside it.
+    """
     tp = da.count_nonzero(prediction & truth, axis=(1, 2))
     n_pred = da.count_nonzero(prediction, axis=(1, 2))
     n_true = da.count_nonzero(truth, axis=(1, 2))
-    tp, n_pred, n_true = (np.asarray(a, dtype=np.int64) for a in da.compute(tp, n_pred, n_true))
-    plane = prediction.shape[1] * prediction.shape[2]
+    if valid is None:
+        n_valid = prediction.shape[1] * prediction.shape[2]
+        tp, n_pred, n_true = da.compute(tp, n_pred, n_true)
+    else:
+        tp, n_pred, n_true, n_valid = da.compute(
+            tp, n_pred, n_true, da.count_nonzero(valid, axis=(1, 2))
+        )
+    tp, n_pred, n_true = (np.asarray(a, dtype=np.int64) for a in (tp, n_pred, n_true))
+    plane = np.asarray(n_valid, dtype=np.int64)
     table = pd.DataFrame(
         {"z": np.arange(prediction.shape[0]), "tp": tp, "fp": n_pred - tp, "fn": n_true - tp}
     )
@@ -136,6 +149,7 @@ def evaluate(
     csv: str | os.PathLike | None = None,
     write: bool = True,
     phases: dict[str, int] | None = None,
+    allow_incomplete: bool = False,
 ) -> Evaluation:
     """Score a mask against ground truth, chunk by chunk, and against a threshold baseline.
 
@@ -164,6 +178,10 @@ def evaluate(
         ``phase_iou``, ``mean_iou`` and ``accuracy`` to the summary, and
         ``iou_<phase>`` columns to the chunk table; truth values per phase are taken
         from the truth's recorded phases by name, else the same values.
+    allow_incomplete : bool
+        Score an output group whose run has not finished (refused by default): only
+        its done chunks count, in every table and sum; ``chunks_missing`` says how
+        many were left out.
 
     Returns
     -------
@@ -180,7 +198,10 @@ def evaluate(
         raise ValueError(f"baseline={baseline!r} is not known; use one of {', '.join(BASELINES)}.")
     output = _output_or_none(mask, mode="r+" if write else "r")
     labels_volume = None
+    done = None
     if output is not None:
+        state = store.check_complete(output, allow_incomplete)
+        done = None if state.missing == 0 else state.done
         mask_volume = vio.open_scan(output.mask, role="mask")
         if scan is None:
             scan = output.attrs.get("input")
@@ -211,16 +232,27 @@ def evaluate(
     else:
         prediction = _as_dask(mask_volume, chunks) != 0
     actual = _as_dask(truth_volume, chunks) == ni_label
+    valid = None
+    if done is not None:
+        # Chunks that are not done are left out (not scored as background).
+        valid = prediction.map_blocks(_done_block, done=done, dtype=bool)
+        prediction, actual = prediction & valid, actual & valid
     per_chunk = chunk_counts(prediction, actual)
-    slices = slice_counts(prediction, actual)
+    if done is not None:
+        per_chunk[~done] = 0
+    slices = slice_counts(prediction, actual, valid)
 
     rows = []
     for index, row in chunk_rows(mask_volume.shape, chunks):
+        if done is not None and not done[index]:
+            continue
         row.update(dict(zip(_KEYS, per_chunk[index].tolist())))
         rows.append(row)
     table = metrics.scores_table(pd.DataFrame(rows))
     sums = {k: int(per_chunk[..., i].sum()) for i, k in enumerate(_KEYS)}
     summary: dict[str, Any] = {**sums, **metrics.pooled_scores(**sums), "ni_label": ni_label}
+    if done is not None:
+        summary["chunks_missing"] = int(done.size - np.count_nonzero(done))
     confusion = None
     matched = None
     if labels_volume is not None:
@@ -240,8 +272,11 @@ def evaluate(
             list(phases.values()),
             truth_values,
         )
+        if done is not None:
+            confusion[~done] = 0
+        kept = done.ravel() if done is not None else slice(None)
         for column, values in metrics.phase_columns(confusion, names).items():
-            table[column] = values
+            table[column] = np.asarray(values)[kept]
         summary.update(metrics.pooled_phase_scores(confusion, names))
 
     if baseline != "none":
@@ -274,6 +309,10 @@ def evaluate(
         table.to_csv(csv, index=False)
         slices.to_csv(csv.with_name(csv.stem + "_slices.csv"), index=False)
     return Evaluation(summary=summary, chunks=table, slices=slices)
+
+
+def _done_block(block: np.ndarray, done: np.ndarray, block_id=None) -> np.ndarray:
+    return np.full(block.shape, bool(done[block_id]), dtype=bool)
 
 
 def _output_or_none(mask: Any, mode: str) -> vio.OutputGroup | None:

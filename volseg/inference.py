@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import backends, metrics, tiling
+from . import backends, guards, metrics, store, tiling
 from . import io as vio
 from . import model as vmodel
 from ._version import __version__
@@ -75,6 +75,8 @@ RESUME_DEFAULTS = {
     "precision": "fp32",
     "backend": "torch",
 }
+# An overlap may multiply the network's work at most this much (0.5 gives about 4).
+MAX_OVERLAP_COST = 16
 # Default blocks when slices along y and x are predicted too (axes="zyx" or refine):
 # deep blocks, so the tiles of y- and x-slices (tile pixels along z) are not mostly halo.
 DEEP_BLOCKS = {"target_yx": 256, "target_z": 128}
@@ -156,6 +158,7 @@ class _Settings:
     tta: bool = False
     phases: dict | None = None  # {name: label value} of a multi-class model
     truth_phases: dict | None = None  # the same phases' values in the truth
+    check_chunks: bool = False  # every stored chunk a task reads must exist (zarr scans)
     write_labels: bool = False
     loaded: Any = None  # a LoadedModel given in memory (local scheduler only)
     precision: str = "fp32"  # resolved: "fp32" | "bf16" | "fp16"
@@ -383,6 +386,8 @@ def _read_box(scan_source: Any, plan: _BlockPlan, settings: _Settings) -> np.nda
     if isinstance(scan_source, np.ndarray):
         raw = scan_source  # computed by the dask graph
     else:
+        if settings.check_chunks:
+            guards.check_stored_chunks(scan_source, plan.box)
         raw = vio.read_region(scan_source, plan.box)
     if settings.check_finite and not np.isfinite(raw).all():
         zs, ys, xs = plan.box
@@ -640,13 +645,6 @@ def _prepare_output(
         import zarr
 
         out = zarr.storage.MemoryStore()
-    if isinstance(out, (str, os.PathLike)) and isinstance(scan.source, str):
-        scan_root = Path(scan.source).resolve()
-        out_path = Path(out).resolve()
-        if out_path == scan_root or scan_root.is_relative_to(out_path):
-            raise ValueError(
-                f"output {str(out)!r} would replace the scan {scan.source!r}; choose another --out."
-            )
     if vio.output_exists(out):
         if resume:
             output = vio.open_output(out, mode="r+")
@@ -659,7 +657,7 @@ def _prepare_output(
             if output.attrs.get("model", {}).get("sha256") != attrs["model"]["sha256"]:
                 changed.append("model")
             for key in ("input", "truth"):
-                if output.attrs.get(key) != attrs[key]:
+                if not store.same_input(output.attrs.get(key), attrs[key]):
                     changed.append(key)
             if changed:
                 raise ValueError(
@@ -846,6 +844,7 @@ def segment(
     unit: str | None = None,
     precision: str = "auto",
     backend: str = "auto",
+    allow_missing_chunks: bool = False,
 ) -> SegmentationResult:
     """Segment Ni in a 3D scan with a tiled 2D U-Net and write the mask to Zarr.
 
@@ -939,6 +938,10 @@ def segment(
         compiled by OpenVINO or ONNX Runtime (``pip install 'volseg[openvino]'`` /
         ``'volseg[onnx]'``); same tiles, blending and mask. ``"auto"``: OpenVINO when
         it is installed and the device is a CPU, else torch.
+    allow_missing_chunks : bool
+        Read a chunk absent from the scan's Zarr store as its fill value. By default
+        such a chunk is an error naming it (a partly copied scan would otherwise be
+        segmented with holes of zeros).
 
     Returns
     -------
@@ -980,6 +983,7 @@ def segment(
     run_backend = backends.resolve_backend(backend, run_device)
     run_precision = backends.resolve_precision(precision, run_device, run_backend)
     volume = vio.open_scan(scan, role="scan")
+    _check_overlap_cost(volume.shape, tile, overlap)
     model_path, sha256, config, loaded = _resolve_model(model, str(torch_device))
     phases = vmodel.model_phases(config)
     truth_volume, truth_phases = None, None
@@ -1036,14 +1040,19 @@ def segment(
     }
     attrs = {
         "version": __version__,
-        "input": volume.source,
-        "truth": truth_volume.source if truth_volume else None,
+        # Absolute: `volseg report` and resume work from any directory.
+        "input": store.recorded_path(volume.source),
+        "truth": store.recorded_path(truth_volume.source) if truth_volume else None,
         "model": {"path": model_path, "sha256": sha256, "config": config},
         "parameters": params,
         "uncertain_band": list(UNCERTAIN_BAND),
     }
     if out is None:
         out = vio.default_output_path(scan)
+    guards.refuse_overlap(
+        out,
+        {"scan": scan, "scan's group": guards.zarr_container(scan), "truth": truth},
+    )
     if voxel_size is not None:
         voxel_size = vio.validate_voxel_size(voxel_size)
     output, reused = _prepare_output(
@@ -1081,6 +1090,7 @@ def segment(
         loaded=loaded,
         precision=run_precision,
         backend=run_backend,
+        check_chunks=not allow_missing_chunks and volume.direct,
     )
     stats = output.read_stats() if reused else None
     selected = [
@@ -1184,10 +1194,45 @@ def _json_summary(summary: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
-def open_result(out: Any) -> SegmentationResult:
-    """Reopen a finished (or partial) output group as a :class:`SegmentationResult`."""
+def open_result(out: Any, allow_incomplete: bool = False) -> SegmentationResult:
+    """Reopen a finished output group as a :class:`SegmentationResult`.
+
+    An output whose run has not finished is refused (naming the chunks that are not
+    done and the fix, ``resume=True``) unless ``allow_incomplete``: then its stats hold
+    the done chunks only and the summary, computed over them, adds ``chunks_missing``.
+    """
     output = vio.open_output(out)
+    state = store.check_complete(output, allow_incomplete)
     record = output.attrs
-    summary = dict(record.get("summary") or {})
+    stats = output.read_stats()
+    table = stats_table(output, stats)
+    if state.complete:
+        summary = dict(record.get("summary") or {})
+    elif not state.done.any():
+        table = table.iloc[:0]
+        summary = {"chunks": 0, "chunks_missing": state.missing}
+    else:
+        table = table[state.done.ravel()].reset_index(drop=True)
+        summary = _summary(
+            table, "tp" in table, float("nan"), 0, 0, output_phases(output),
+            {k: v[state.done] for k, v in stats.items()},
+        )  # fmt: skip
+        for key in ("seconds", "voxels_per_second", "chunks_computed", "chunks_skipped"):
+            summary.pop(key, None)
+        summary["chunks_missing"] = state.missing
     summary["status"] = record.get("status")
-    return _result(output, stats_table(output), summary)
+    return _result(output, table, summary)
+
+
+def _check_overlap_cost(shape: tuple[int, int, int], tile: int, overlap: float) -> None:
+    """Refuse an overlap that makes the network compute more than
+    :data:`MAX_OVERLAP_COST` times the pixels it would without overlap."""
+    plane = (int(shape[1]), int(shape[2]))
+    cost = tiling.plane_grid(plane, int(tile), float(overlap)).model_pixels_per_pixel()
+    base = tiling.plane_grid(plane, int(tile), 0.0).model_pixels_per_pixel()
+    if cost > MAX_OVERLAP_COST * base:
+        raise ValueError(
+            f"overlap={overlap} makes the network compute {cost:.0f} model pixels per output "
+            f"pixel ({cost / base:.0f} times the work without overlap, at most "
+            f"{MAX_OVERLAP_COST} allowed); use a smaller overlap, e.g. 0.25 or 0.5."
+        )

@@ -31,6 +31,8 @@ import dask.array as da
 import numpy as np
 import zarr
 
+from . import guards
+
 __all__ = [
     "STAT_FIELDS",
     "OutputGroup",
@@ -211,7 +213,15 @@ def _open_path(path: Path, role: str) -> Any:
             "or group, a TIFF file or a folder of TIFF slices."
         ) from exc
     if isinstance(node, zarr.Group):
-        return _array_in_group(node, path, role)
+        try:
+            return _array_in_group(node, path, role)
+        except ValueError as exc:
+            if str(exc).startswith(role):
+                raise
+            raise ValueError(
+                f"{role} {str(path)!r} is a Zarr group whose metadata cannot be read ({exc}); "
+                "a zarr.json (or .zarray/.zattrs) inside it is damaged: copy it again."
+            ) from exc
     return node
 
 
@@ -248,19 +258,17 @@ def _open_tiff_stack(files: list[Path]) -> da.Array:
         if isinstance(array, zarr.Group):
             array = array[sorted(name for name, _ in array.arrays())[0]]
         return da.from_zarr(array)
-    first = tifffile.imread(str(files[0]))
-    pages = [
-        da.from_delayed(_read_tiff_page(str(f)), shape=first.shape, dtype=first.dtype)
-        for f in files
-    ]
+    # Headers only: slices of another shape or dtype are an error naming the file, never
+    # cropped or padded to the first one.
+    shape, dtype = guards.check_tiff_slices(files)
+    pages = [da.from_delayed(_read_tiff_page(str(f)), shape=shape, dtype=dtype) for f in files]
     return da.stack(pages)
 
 
 def _read_tiff_page(path: str):
     import dask
-    import tifffile
 
-    return dask.delayed(tifffile.imread, pure=True)(path)
+    return dask.delayed(guards.read_tiff, pure=True)(path)
 
 
 def recorded_label(scan: Scan, phase: str = "ni") -> float | None:
@@ -380,12 +388,15 @@ def open_truth(
     ni_label: float | None = None,
     what: str = "scan",
     default: float | None = None,
+    check: bool = True,
 ) -> tuple[Scan, float]:
     """Open a truth volume, check it matches ``reference`` and resolve the Ni value.
 
     Returns the truth and ``ni_label``: as given, else the value recorded in the
     truth's attrs (see :func:`recorded_label`), else ``default`` (not for a boolean
-    truth, where Ni is True), else 1.
+    truth, where Ni is True), else 1. With ``check``, a truth holding no voxel of that
+    value, or (when the value is only the default 1) holding more than two values, is
+    an error naming the values it holds (:func:`volseg.guards.check_label_present`).
     """
     truth_volume = open_scan(truth, role="truth", allow_bool=True)
     if truth_volume.shape != reference.shape:
@@ -393,11 +404,20 @@ def open_truth(
             f"truth {truth_volume.source!r} has shape {truth_volume.shape} but {what} "
             f"{reference.source!r} has shape {reference.shape}; give the labels of this {what}."
         )
+    given = ni_label is not None
     if ni_label is None:
         ni_label = recorded_label(truth_volume, "ni")
+    known = ni_label is not None
     if ni_label is None and truth_volume.dtype != np.bool_:
         ni_label = default
-    return truth_volume, 1 if ni_label is None else ni_label
+    ni_label = 1 if ni_label is None else ni_label
+    if given:
+        guards.check_label_value(
+            ni_label, "ni_label", truth_volume.dtype, repr(truth_volume.source)
+        )
+    if check:
+        guards.check_label_present(truth_volume, ni_label, recorded=known or default is not None)
+    return truth_volume, ni_label
 
 
 def truth_phases(truth: Scan, phases: dict[str, int], ni_label: float) -> dict[str, float] | None:
@@ -430,8 +450,13 @@ def truth_phases(truth: Scan, phases: dict[str, int], ni_label: float) -> dict[s
     return values
 
 
-def read_region(array: Any, region: tuple[slice, ...]) -> np.ndarray:
-    """Read ``array[region]`` as numpy (zarr and numpy; dask goes through the graph)."""
+def read_region(array: Any, region: tuple[slice, ...], role: str = "scan") -> np.ndarray:
+    """Read ``array[region]`` as numpy (zarr and numpy; dask goes through the graph).
+
+    A zarr chunk that cannot be decoded is an error naming the array and the chunk key.
+    """
+    if isinstance(array, zarr.Array):
+        return guards.read_zarr_region(array, region, role)
     return np.asarray(array[region])
 
 
@@ -539,6 +564,10 @@ class OutputGroup:
         (``confusion`` has ``(C, C)`` per chunk)."""
         self.stats[name] = _stats_array(self.group["stats"], name, values.shape)
         self.stats[name][...] = values
+
+    def read_done(self) -> np.ndarray:
+        """The ``done`` flag of every chunk (bool, the chunk grid)."""
+        return np.asarray(self.stats["done"][...], dtype=bool)
 
     def read_stats(self) -> dict[str, np.ndarray]:
         """All per-chunk statistics arrays (small: one value per chunk)."""
@@ -839,8 +868,15 @@ def write_arrays(
     for name, array in arrays.items():
         array = da.asarray(array)
         block = tuple(min(c, s) for c, s in zip(chunks, array.shape))
+        # Every chunk is stored, also one that is all fill value: a chunk missing from
+        # a scan is then always damage (see volseg.guards.check_stored_chunks).
         target = group.create_array(
-            name, shape=array.shape, chunks=block, dtype=array.dtype, fill_value=0
+            name,
+            shape=array.shape,
+            chunks=block,
+            dtype=array.dtype,
+            fill_value=0,
+            config={"write_empty_chunks": True},
         )
         if array_attrs and name in array_attrs:
             target.attrs.update(array_attrs[name])
@@ -984,6 +1020,7 @@ def convert(
     """
     if levels < 1:
         raise ValueError(f"levels={levels!r} must be at least 1.")
+    guards.refuse_overlap(out, {"input": source}, command="convert")
     path = Path(source) if isinstance(source, (str, os.PathLike)) else None
     if path is not None and path.suffix.lower() in (".h5", ".hdf5", ".hdf", ".nxs"):
         if not path.exists():

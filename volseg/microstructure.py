@@ -41,6 +41,7 @@ from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
 from . import io as vio
+from . import store
 from .synth import PHASES
 
 __all__ = [
@@ -851,6 +852,7 @@ def measure(
     chunks: Sequence[int] | None = None,
     connectivity: int = 6,
     max_radius: int = 32,
+    allow_incomplete: bool = False,
 ) -> dict[str, Any]:
     """Volume fraction, surface, connectivity and thickness of a segmented phase.
 
@@ -882,6 +884,10 @@ def measure(
         ``max_radius`` voxels (of the smallest side) around each chunk and
         truncated at ``max_radius * min(voxel_size)``; thicker regions count
         as ``2 * max_radius * min(voxel_size)``.
+    allow_incomplete : bool
+        Measure a volseg output whose run has not finished (refused by default): the
+        fraction is over its done chunks only, the measures that need the whole volume
+        are None, and ``chunks_missing`` and ``note`` say so.
 
     Returns
     -------
@@ -960,6 +966,7 @@ def measure(
     if voxel_size is not None:
         vio.validate_voxel_size(voxel_size)
     _validate_options(connectivity, max_radius)
+    checked = store.output_state(mask, allow_incomplete)
     scan, phase = _as_phase(mask, label, chunks)
     voxel_size, unit = _voxel_size_of(scan, voxel_size)
     shape = tuple(int(s) for s in phase.shape)
@@ -977,6 +984,8 @@ def measure(
         **_volume(shape, voxel_size),
     }
     result.update(_phase_measures(computed, voxel_size, result["total_voxels"]))
+    if checked is not None and checked[0].missing:
+        result = store.partial_measures(result, {"": phase}, *checked)
     return result
 
 
@@ -988,6 +997,7 @@ def measure_phases(
     chunks: Sequence[int] | None = None,
     connectivity: int = 6,
     max_radius: int = 32,
+    allow_incomplete: bool = False,
 ) -> dict[str, Any]:
     """Every phase of a three-phase label volume, and its triple-phase boundary.
 
@@ -1009,7 +1019,7 @@ def measure_phases(
         Names and label values of exactly three phases, all values different.
         Default: the ``"phases"`` recorded in the label array's attrs (as
         volseg.synth writes them), else ``{"pore": 0, "ysz": 1, "ni": 2}``.
-    chunks, connectivity, max_radius
+    chunks, connectivity, max_radius, allow_incomplete
         As for :func:`measure`.
 
     Returns
@@ -1075,6 +1085,7 @@ def measure_phases(
     if voxel_size is not None:
         vio.validate_voxel_size(voxel_size)
     _validate_options(connectivity, max_radius)
+    checked = store.output_state(labels, allow_incomplete)
     scan, volume = _as_volume(labels, chunks, role="labels")
     voxel_size, unit = _voxel_size_of(scan, voxel_size)
     phases = _phases_of(scan, phases)
@@ -1119,4 +1130,7 @@ def measure_phases(
     }
     result["phases"] = measures
     result.update(_tpb(edges, voxel_size, result["total_volume"]))
+    if checked is not None and checked[0].missing:
+        volumes = {name: volume == value for name, value in phases.items()}
+        result = store.partial_measures(result, volumes, *checked)
     return result

@@ -136,6 +136,14 @@ def _validate_config(config: dict[str, Any]) -> None:
                 f"model phases {phases!r} must include 'ni' (the phase volseg scores)."
             )
     depth = int(config["encoder_depth"])
+    channels = config["decoder_channels"]
+    if not all(
+        isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 1 for c in channels
+    ):
+        raise ValueError(
+            f"decoder_channels {list(channels)} must be positive integers, one per "
+            "decoder level, e.g. [256, 128, 64, 32, 16]."
+        )
     if len(config["decoder_channels"]) != depth:
         raise ValueError(
             f"decoder_channels {config['decoder_channels']} must have "
@@ -479,7 +487,25 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         if key not in payload:
             raise _not_ours(path, f"no {key!r} entry")
     config = payload["config"]
-    network = build_unet(config)
+    if not isinstance(config, dict):
+        raise _not_ours(path, f"its 'config' is a {type(config).__name__}, not a mapping")
+    if not isinstance(payload["state_dict"], dict):
+        raise _not_ours(path, "its 'state_dict' is not a mapping of tensors")
+    for name, tensor in payload["state_dict"].items():
+        if (
+            torch.is_tensor(tensor)
+            and tensor.is_floating_point()
+            and not bool(torch.isfinite(tensor).all())
+        ):
+            raise ValueError(
+                f"model file {str(path)!r} holds weights that are not finite (NaN or inf in "
+                f"{name!r}); training diverged or the file is damaged: use an earlier "
+                "checkpoint or train again (e.g. with a lower --lr)."
+            )
+    try:
+        network = build_unet(config)
+    except (KeyError, TypeError) as exc:
+        raise _not_ours(path, f"its config is incomplete ({type(exc).__name__}: {exc})") from exc
     try:
         network.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

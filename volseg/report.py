@@ -301,6 +301,8 @@ def make_report(
     sample_step: int = 4,
     voxel_size: tuple[float, float, float] | None = None,
     measures: bool = True,
+    overwrite: bool = False,
+    allow_incomplete: bool = False,
 ) -> Path:
     """A self-contained HTML report (figures embedded) and its PNG files for an output.
 
@@ -328,6 +330,11 @@ def make_report(
         Add the microstructure table (:func:`volseg.measure`, or
         :func:`volseg.measure_phases` with the TPB density for a three-phase output),
         computed chunk by chunk.
+    overwrite : bool
+        Replace an existing HTML file (refused by default).
+    allow_incomplete : bool
+        Report on an output whose run has not finished (refused by default): only its
+        done chunks count, and the page says how many are missing.
 
     Returns
     -------
@@ -356,13 +363,15 @@ def make_report(
 
     from . import io as vio
     from .evaluation import evaluate
+    from .guards import check_new_file
     from .inference import open_result
     from .training import history_paths
 
-    result = open_result(out)
+    result = open_result(out, allow_incomplete=allow_incomplete)
     record = dict(result.group.attrs.get("volseg", {}))
     base = Path(str(out).rstrip("/"))
     html = Path(html) if html else base.with_name(base.name.replace(".zarr", "") + "_report.html")
+    check_new_file(html, overwrite=overwrite, what="report page")
     png_dir = (
         Path(png_dir) if png_dir else base.with_name(base.name.replace(".zarr", "") + "_report")
     )
@@ -374,11 +383,18 @@ def make_report(
     summary = dict(result.summary)
     stats = result.stats
     if truth is not None:
-        evaluation = evaluate(out, truth, ni_label, baseline="multiotsu", scan=scan_source)
+        evaluation = evaluate(
+            out,
+            truth,
+            ni_label,
+            baseline="multiotsu",
+            scan=scan_source,
+            allow_incomplete=allow_incomplete,
+        )
         summary.update({k: v for k, v in evaluation.summary.items() if k != "baseline"})
         if "baseline" in evaluation.summary:
             summary["multiotsu_ni_iou"] = evaluation.summary["baseline"]["ni_iou"]
-        stats = open_result(out).stats
+        stats = open_result(out, allow_incomplete=allow_incomplete).stats
         truth_volume = vio.open_scan(truth, role="truth", allow_bool=True)
         ni_label = evaluation.summary["ni_label"]
         truth_array = (
@@ -428,7 +444,9 @@ def make_report(
             fraction_profiles(profiles, png_dir / "profiles.png", voxel_size, unit),
         )
     )
-    physical = _microstructure_rows(out, result, voxel_size, unit) if measures else ""
+    physical = (
+        _microstructure_rows(out, result, voxel_size, unit, allow_incomplete) if measures else ""
+    )
     sample = np.asarray(image[::sample_step], dtype=np.float64)
     predicted = np.asarray(result.mask[::sample_step]).astype(bool)
     edges = np.linspace(*np.percentile(sample, [0.1, 99.9]), 129)
@@ -508,7 +526,9 @@ def make_report(
     return html
 
 
-def _microstructure_rows(out: Any, result: Any, voxel_size, unit: str | None) -> str:
+def _microstructure_rows(
+    out: Any, result: Any, voxel_size, unit: str | None, allow_incomplete: bool = False
+) -> str:
     """The microstructure table of the report, every quantity with its physical unit."""
     import html as html_lib
 
@@ -517,10 +537,10 @@ def _microstructure_rows(out: Any, result: Any, voxel_size, unit: str | None) ->
     length = unit or ("unit" if voxel_size is not None else "voxel")
     has_labels = result.group is not None and "labels" in result.group
     if has_labels:
-        values = measure_phases(out, voxel_size=voxel_size)
+        values = measure_phases(out, voxel_size=voxel_size, allow_incomplete=allow_incomplete)
         phases = values["phases"]
     else:
-        values = measure(out, voxel_size=voxel_size)
+        values = measure(out, voxel_size=voxel_size, allow_incomplete=allow_incomplete)
         phases = {"Ni": values}
     rows = [("voxel size (z, y, x)", f"{values['voxel_size']} {length}")]
     rows.append(("total volume", f"{_fmt(values['total_volume'])} {length}³"))

@@ -266,6 +266,7 @@ def write_anode(
     """
     from . import io as vio
 
+    vio.validate_chunks(chunks, shape)
     image, labels = anode(shape, seed, as_dask=True, **parameters)
     attrs = {
         "generator": "volseg.synth.anode",

@@ -497,6 +497,24 @@ def train(
     if phases is not None:
         _check_phases(phases, classes)
     out = Path(out)
+    if out.is_dir():
+        raise ValueError(
+            f"model file {str(out)!r} is a folder; give a file name, e.g. '{out}/unet.pt'."
+        )
+    if not out.parent.is_dir():
+        raise FileNotFoundError(
+            f"model file {str(out)!r}: its folder {str(out.parent)!r} does not exist; "
+            "create it first."
+        )
+    if steps_per_epoch is not None and (
+        isinstance(steps_per_epoch, bool)
+        or not isinstance(steps_per_epoch, (int, np.integer))
+        or steps_per_epoch < 1
+    ):
+        raise ValueError(
+            f"steps_per_epoch={steps_per_epoch!r} must be a positive integer (batches per "
+            "epoch), or None for enough to cover the training slices once."
+        )
     if out.exists() and not overwrite and (resume_from is None or Path(resume_from) != out):
         raise FileExistsError(
             f"model file {str(out)!r} already exists; pass overwrite=True (--overwrite) "
