@@ -300,10 +300,16 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same volume)")
     _zyx(p, "--chunks", int, (16, 256, 256), "Zarr chunk shape of image and labels")
     p.add_argument(
-        "--ni-fraction", type=float, default=0.3, help="expected Ni volume fraction (0.3)"
+        "--ni-fraction", type=float, default=None, help="expected Ni volume fraction (0.27)"
     )
     p.add_argument(
-        "--ysz-fraction", type=float, default=0.4, help="expected YSZ volume fraction (0.4)"
+        "--ysz-fraction", type=float, default=None, help="expected YSZ volume fraction (0.43)"
+    )
+    p.add_argument(
+        "--preset",
+        choices=("v2", "v1"),
+        default="v2",
+        help="v2: calibrated to real scans (default); v1: volseg 0.1's finer generator",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_run_synth)
@@ -318,8 +324,15 @@ def _run_synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         chunks=_shape(args.chunks),
         overwrite=args.overwrite,
-        ni_fraction=args.ni_fraction,
-        ysz_fraction=args.ysz_fraction,
+        preset=args.preset,
+        **{
+            name: value
+            for name, value in (
+                ("ni_fraction", args.ni_fraction),
+                ("ysz_fraction", args.ysz_fraction),
+            )
+            if value is not None
+        },
     )
     print(f"wrote {args.out}/image (uint16) and {args.out}/labels (0 pore, 1 YSZ, 2 Ni)")
     return 0
