@@ -376,7 +376,29 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="batches per epoch (default: enough to cover the training slices once, 4..500)",
     )
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument(
+        "--lr", type=float, default=1e-3, help="peak AdamW learning rate (warm-up, then cosine)"
+    )
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (1e-4)")
+    p.add_argument(
+        "--warmup", type=float, default=0.05, help="share of the steps spent warming up (0.05)"
+    )
+    p.add_argument(
+        "--grad-clip", type=float, default=1.0, help="largest gradient norm per step (1.0)"
+    )
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        default=0.999,
+        help="moving average of the weights, validated and saved (0.999)",
+    )
+    p.add_argument("--no-ema", action="store_true", help="validate and save the raw weights")
+    p.add_argument(
+        "--max-time",
+        default=None,
+        help="wall-time budget, e.g. 2h, 90m, 1h30m or seconds: stop in time with the best "
+        "checkpoint (--resume-from continues the schedule)",
+    )
     p.add_argument(
         "--loss",
         choices=["bce+dice", "bce", "dice", "ce+dice", "ce"],
@@ -480,6 +502,11 @@ def _run_train(args: argparse.Namespace) -> int:
         classes=args.classes,
         phases=_phases(args.phases),
         ignore_label=args.ignore_label,
+        weight_decay=args.weight_decay,
+        warmup=args.warmup,
+        grad_clip=args.grad_clip,
+        ema_decay=None if args.no_ema else args.ema_decay,
+        max_time=args.max_time,
     )
     csv, png = history_paths(result.path)
     score = "Ni IoU" if result.config["classes"] == 1 else "mean IoU over the phases"
