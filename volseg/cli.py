@@ -372,10 +372,16 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same volume)")
     _zyx(p, "--chunks", int, (16, 256, 256), "Zarr chunk shape of image and labels")
     p.add_argument(
-        "--ni-fraction", type=float, default=0.3, help="expected Ni volume fraction (0.3)"
+        "--ni-fraction", type=float, default=None, help="expected Ni volume fraction (0.27)"
     )
     p.add_argument(
-        "--ysz-fraction", type=float, default=0.4, help="expected YSZ volume fraction (0.4)"
+        "--ysz-fraction", type=float, default=None, help="expected YSZ volume fraction (0.43)"
+    )
+    p.add_argument(
+        "--preset",
+        choices=("v2", "v1"),
+        default="v2",
+        help="v2: calibrated to real scans (default); v1: volseg 0.1's finer generator",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_run_synth)
@@ -390,8 +396,15 @@ def _run_synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         chunks=_shape(args.chunks),
         overwrite=args.overwrite,
-        ni_fraction=args.ni_fraction,
-        ysz_fraction=args.ysz_fraction,
+        preset=args.preset,
+        **{
+            name: value
+            for name, value in (
+                ("ni_fraction", args.ni_fraction),
+                ("ysz_fraction", args.ysz_fraction),
+            )
+            if value is not None
+        },
     )
     print(f"wrote {args.out}/image (uint16) and {args.out}/labels (0 pore, 1 YSZ, 2 Ni)")
     return 0
@@ -435,7 +448,29 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="batches per epoch (default: enough to cover the training slices once, 4..500)",
     )
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument(
+        "--lr", type=float, default=1e-3, help="peak AdamW learning rate (warm-up, then cosine)"
+    )
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (1e-4)")
+    p.add_argument(
+        "--warmup", type=float, default=0.05, help="share of the steps spent warming up (0.05)"
+    )
+    p.add_argument(
+        "--grad-clip", type=float, default=1.0, help="largest gradient norm per step (1.0)"
+    )
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        default=0.999,
+        help="moving average of the weights, validated and saved (0.999)",
+    )
+    p.add_argument("--no-ema", action="store_true", help="validate and save the raw weights")
+    p.add_argument(
+        "--max-time",
+        default=None,
+        help="wall-time budget, e.g. 2h, 90m, 1h30m or seconds: stop in time with the best "
+        "checkpoint (--resume-from continues the schedule)",
+    )
     p.add_argument(
         "--loss",
         choices=["bce+dice", "bce", "dice", "ce+dice", "ce"],
@@ -539,6 +574,11 @@ def _run_train(args: argparse.Namespace) -> int:
         classes=args.classes,
         phases=_phases(args.phases),
         ignore_label=args.ignore_label,
+        weight_decay=args.weight_decay,
+        warmup=args.warmup,
+        grad_clip=args.grad_clip,
+        ema_decay=None if args.no_ema else args.ema_decay,
+        max_time=args.max_time,
     )
     csv, png = history_paths(result.path)
     score = "Ni IoU" if result.config["classes"] == 1 else "mean IoU over the phases"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import pandas as pd
 import torch
 
 from . import io as vio
-from . import metrics, tiling
+from . import metrics, optim, tiling
 from . import model as vmodel
 
 __all__ = ["TrainResult", "train"]
@@ -33,6 +34,9 @@ MULTICLASS_LOSSES = ("ce", "dice", "ce+dice")
 LOSSES = tuple(dict.fromkeys(BINARY_LOSSES + MULTICLASS_LOSSES))
 # Volumes up to this size are read into memory once; larger ones are cropped from storage.
 CACHE_BYTES = 2 << 30
+# Batches smaller than this train with BatchNorm statistics frozen after the warm-up.
+SMALL_BATCH = 8
+TRAIN_STATE_FORMAT = "volseg.trainstate/1"
 
 
 @dataclass
@@ -360,6 +364,53 @@ def _validate(tile, batch_size, epochs, lr, loss, val_fraction, patience):
         raise ValueError(f"patience={patience!r} must be at least 1 epoch.")
 
 
+def _validate_stability(weight_decay, warmup, grad_clip, ema_decay) -> None:
+    if not weight_decay >= 0:
+        raise ValueError(f"weight_decay={weight_decay!r} must be >= 0, e.g. 1e-4.")
+    if not 0 <= warmup < 1:
+        raise ValueError(f"warmup={warmup!r} is a share of the steps in [0, 1), e.g. 0.05.")
+    if grad_clip is not None and not grad_clip > 0:
+        raise ValueError(f"grad_clip={grad_clip!r} must be positive (e.g. 1.0) or None.")
+    if ema_decay is not None and not 0 <= ema_decay < 1:
+        raise ValueError(f"ema_decay={ema_decay!r} must be in [0, 1) (e.g. 0.999) or None.")
+
+
+def state_path(out: str | Path) -> Path:
+    """The resumable training state written beside a checkpoint: ``<out>.state.pt``.
+
+    It holds the last epoch's live weights, their moving average, the optimiser's
+    moments and the schedule's position, so that ``resume_from=out`` continues an
+    unfinished schedule where it stopped (for example at ``max_time``).
+
+    Examples
+    --------
+    >>> state_path("runs/unet.pt").name
+    'unet.pt.state.pt'
+    """
+    out = Path(out)
+    return out.with_name(out.name + ".state.pt")
+
+
+def _save_state(out: Path, payload: dict) -> None:
+    path = state_path(out)
+    tmp = path.with_name(path.name + ".partial")
+    torch.save({"format": TRAIN_STATE_FORMAT, **payload}, tmp)
+    os.replace(tmp, path)
+
+
+def _load_state(resume_from: Path, history_length: int) -> dict | None:
+    """The state of an unfinished schedule that belongs to the resumed checkpoint, or None."""
+    path = state_path(resume_from)
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("format") != TRAIN_STATE_FORMAT or state.get("finished", True):
+        return None
+    if len(state.get("history", [])) < history_length:
+        return None  # an older state than the checkpoint: do not go back in time
+    return state
+
+
 def _validate_split(val_gap: int, val_tiles: int) -> None:
     if val_gap < 0:
         raise ValueError(f"val_gap={val_gap!r} must be >= 0 slices.")
@@ -402,6 +453,11 @@ def train(
     classes: int = 1,
     phases: dict[str, int] | None = None,
     ignore_label: float | None = None,
+    weight_decay: float = 1e-4,
+    warmup: float = 0.05,
+    grad_clip: float | None = 1.0,
+    ema_decay: float | None = 0.999,
+    max_time: str | float | None = None,
 ) -> TrainResult:
     """Train (fine-tune) the Ni U-Net on labelled volumes.
 
@@ -422,7 +478,8 @@ def train(
     ni_label : number, optional
         Value of Ni in ``labels``; default from the labels' attrs, else 1.
     tile, batch_size, epochs, lr : int, int, int, float
-        Crop size, crops per step, maximum epochs, Adam learning rate.
+        Crop size, crops per step, maximum epochs, peak learning rate of AdamW (reached
+        after the warm-up, then decayed along a cosine to 1 % of it at the last step).
     loss : {"bce+dice", "bce", "dice", "ce+dice", "ce"}, optional
         Default ``"bce+dice"`` (binary) or ``"ce+dice"`` (multi-class: cross-entropy
         plus the soft Dice loss averaged over the classes).
@@ -431,8 +488,7 @@ def train(
     val_fraction : float
         Share of each volume's slices held out (the last ones) for validation.
     patience : int
-        Stop after this many epochs without a better validation Ni IoU; the
-        learning rate halves after ``max(1, patience // 3)`` such epochs.
+        Stop after this many epochs without a better validation Ni IoU.
     seed : int
         Seeds crops, augmentation and initialisation.
     device : str
@@ -448,7 +504,11 @@ def train(
     encoder_depth, decoder_channels
         Network size (defaults: 5 and smp's ``[256, 128, 64, 32, 16]``).
     resume_from : path, optional
-        Continue from this checkpoint (weights, config and history).
+        Continue from this checkpoint (weights, config and history). When the run that
+        wrote it stopped before the end of its schedule (``max_time``, or killed), its
+        training state (:func:`state_path`: live and averaged weights, optimiser,
+        schedule position) is restored and the schedule continues to its planned end;
+        otherwise a new schedule of ``epochs`` epochs starts from its weights.
     overwrite : bool
         Replace an existing ``out``.
     classes : int
@@ -463,6 +523,20 @@ def train(
         Label value of unlabelled voxels (partly labelled slices): left out of the
         loss and of the validation scores. A multi-class model also ignores every
         value that is not one of its phases.
+    weight_decay : float
+        AdamW's decoupled weight decay.
+    warmup : float
+        Share of the schedule's steps over which the learning rate rises linearly to ``lr``.
+    grad_clip : float or None
+        Largest gradient norm (the gradients of a step are scaled down to it); None: off.
+    ema_decay : float or None
+        Decay of the exponential moving average of the weights (and BatchNorm
+        statistics); the average is what is validated and saved. None: the raw weights.
+        Batches smaller than 8 crops also keep BatchNorm statistics fixed after the warm-up.
+    max_time : str or float, optional
+        Wall-time budget such as ``"2h"``, ``"90m"``, ``"1h30m"`` or seconds: training
+        stops in time to validate and save (the best checkpoint stays), and
+        ``resume_from`` continues the schedule later.
 
     Returns
     -------
@@ -485,10 +559,13 @@ def train(
     >>> load_checkpoint(result.path).training["best_epoch"] == result.best_epoch
     True
     >>> sorted(p.name for p in result.path.parent.iterdir())
-    ['unet.pt', 'unet.pt.history.csv', 'unet.pt.history.png']
+    ['unet.pt', 'unet.pt.history.csv', 'unet.pt.history.png', 'unet.pt.state.pt']
     """
+    started_at = time.perf_counter()
     _validate(tile, batch_size, epochs, lr, loss, val_fraction, patience)
     _validate_split(val_gap, val_tiles)
+    _validate_stability(weight_decay, warmup, grad_clip, ema_decay)
+    time_budget = optim.parse_duration(max_time)
     requested_loss = loss
     if phases is not None and classes == 1:
         raise ValueError(
@@ -594,15 +671,42 @@ def train(
         crop = config["tile"]
         steps_per_epoch = int(np.clip(train_pixels / (batch_size * crop * crop), 4, 500))
 
+    resumed = None if previous is None else _load_state(Path(resume_from), len(history))
+    if resumed is not None:
+        network.load_state_dict(resumed["network"])
+        history = list(resumed["history"])
+        steps_per_epoch = int(resumed["schedule"]["steps_per_epoch"])
+        batch_size = int(resumed["batch_size"])
+        total_steps = int(resumed["schedule"]["total_steps"])
+        epochs = math.ceil((total_steps - int(resumed["schedule"]["step"])) / steps_per_epoch)
+        rng = np.random.default_rng([seed, len(history)])
+    else:
+        total_steps = epochs * steps_per_epoch
+    warmup_steps = int(round(warmup * total_steps))
     trainable = [p for p in network.parameters() if p.requires_grad]
-    optimiser = torch.optim.Adam(trainable, lr=history[-1]["lr"] if history else lr)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimiser, mode="max", factor=0.5, patience=max(1, patience // 3)
-    )
+    optimiser = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
+    ema = None if ema_decay is None else optim.WeightEMA(network, ema_decay)
+    step = 0
+    if resumed is not None:
+        optimiser.load_state_dict(resumed["optimiser"])
+        lr = float(resumed["schedule"]["lr"])
+        step = int(resumed["schedule"]["step"])
+        if ema is not None and resumed.get("ema") is not None:
+            ema.load_state_dict(resumed["ema"])
+    scored = network if ema is None else ema.module
+    small_batch = batch_size < SMALL_BATCH
     loss_fn = _loss_fn(loss, int(classes))
     best_iou = max((h[monitor] for h in history), default=-1.0)
     best_epoch = max(history, key=lambda h: h[monitor])["epoch"] if history else 0
     first_epoch = len(history) + 1
+    schedule = {
+        "name": "warmup+cosine",
+        "lr": lr,
+        "min_lr": lr * 0.01,
+        "warmup_steps": warmup_steps,
+        "total_steps": total_steps,
+        "steps_per_epoch": steps_per_epoch,
+    }
     record = {
         "images": [p.name for p in pairs],
         "ni_label": ni_label,
@@ -615,51 +719,98 @@ def train(
         "batch_size": batch_size,
         "steps_per_epoch": steps_per_epoch,
         "seed": seed,
+        "optimiser": {"name": "AdamW", "lr": lr, "weight_decay": weight_decay},
+        "schedule": schedule,
+        "grad_clip": grad_clip,
+        "ema_decay": ema_decay,
+        "batchnorm": "frozen after warm-up" if small_batch else "batch statistics",
+        "max_time": time_budget,
     }
 
     from tqdm.auto import tqdm
 
     bar = tqdm(range(first_epoch, first_epoch + epochs), desc="train", disable=not progress)
     stale = 0
+    stopped = "epochs"
+    validation_seconds = 0.0
     for epoch in bar:
         started = time.perf_counter()
         network.train()
         if freeze_encoder:
             network.encoder.eval()  # frozen also means BatchNorm statistics stay as loaded
-        total = 0.0
+        if small_batch and step >= warmup_steps:
+            optim.freeze_batchnorm(network)
+        total, steps_done = 0.0, 0
         for _ in range(steps_per_epoch):
+            if step >= total_steps:
+                break  # a resumed schedule ends mid-epoch where it was planned to end
+            if (
+                time_budget is not None
+                and steps_done
+                and (time.perf_counter() - started_at + validation_seconds >= time_budget)
+            ):
+                stopped = "max_time"
+                break
+            for group in optimiser.param_groups:
+                group["lr"] = lr * optim.warmup_cosine(step, total_steps, warmup_steps)
             image, target = crops.random_batch(rng, batch_size, augment)
             image, target = image.to(torch_device), target.to(torch_device)
             optimiser.zero_grad(set_to_none=True)
             batch_loss = loss_fn(network(image), target)
             batch_loss.backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(trainable, grad_clip)
             optimiser.step()
+            if ema is not None:
+                ema.update(network)
+            step += 1
+            steps_done += 1
             total += float(batch_loss.detach())
-        scores = _evaluate(network, validation, loss_fn, torch_device, batch_size, phases)
+            if small_batch and step == warmup_steps:
+                optim.freeze_batchnorm(network)
+        validating = time.perf_counter()
+        scores = _evaluate(scored, validation, loss_fn, torch_device, batch_size, phases)
+        validation_seconds = time.perf_counter() - validating
         row = {
             "epoch": epoch,
-            "loss": total / steps_per_epoch,
+            "loss": total / max(1, steps_done),
             **scores,
             "lr": optimiser.param_groups[0]["lr"],
             "seconds": time.perf_counter() - started,
         }
         history.append(row)
-        scheduler.step(scores[monitor])
         bar.set_postfix(loss=f"{row['loss']:.3f}", val_iou=f"{row[monitor]:.3f}")
         log.info("epoch %d: %s", epoch, row)
         if scores[monitor] > best_iou:
             best_iou, best_epoch, stale = scores[monitor], epoch, 0
             training = {**record, "history": history, "best_epoch": epoch, "val": scores}
-            vmodel.save_checkpoint(network, config, out, training=training, overwrite=True)
+            vmodel.save_checkpoint(scored, config, out, training=training, overwrite=True)
         else:
             stale += 1
             if stale >= patience:
                 log.info("early stop after epoch %d (best %d)", epoch, best_epoch)
-                break
+                stopped = "patience"
+        finished = stopped == "patience" or step >= total_steps
+        _save_state(
+            out,
+            {
+                "network": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+                "ema": None if ema is None else ema.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "schedule": {**schedule, "step": step},
+                "batch_size": batch_size,
+                "history": history,
+                "finished": finished,
+            },
+        )
+        if stopped != "epochs":
+            if stopped == "max_time":
+                log.info("max_time reached after epoch %d (best %d)", epoch, best_epoch)
+            break
     bar.close()
     table = pd.DataFrame(history)
     _write_history(out, table, best_epoch)
-    vmodel.update_training(out, {"history": history})
+    vmodel.update_training(out, {"history": history, "stopped": stopped, "steps": step})
     return TrainResult(out, table, int(best_epoch), float(best_iou), config)
 
 
