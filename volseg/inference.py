@@ -30,6 +30,7 @@ from . import io as vio
 from . import metrics, tiling
 from . import model as vmodel
 from ._version import __version__
+from .cleanup import check_min_size, clean_output
 
 __all__ = ["SegmentationResult", "choose_chunks", "output_phases", "segment"]
 
@@ -757,6 +758,7 @@ def segment(
     phase: str | None = None,
     voxel_size: tuple[float, float, float] | None = None,
     unit: str | None = None,
+    min_size: int | str = 0,
 ) -> SegmentationResult:
     """Segment Ni in a 3D scan with a tiled 2D U-Net and write the mask to Zarr.
 
@@ -836,6 +838,13 @@ def segment(
         The scan's voxel size (z, y, x) and its unit, recorded in the output for
         :func:`volseg.measure` and reports. Default: the scale in the scan's OME-Zarr
         metadata (none for TIFF stacks and arrays).
+    min_size : int or str
+        After the last chunk, reassign connected components smaller than this
+        (voxels, or a volume such as ``"0.5um3"``) in ``labels`` and ``mask`` to
+        the phase they share the most faces with
+        (:func:`volseg.cleanup.remove_small_components`, chunk-invariant);
+        0 (default) keeps the network's output. The per-chunk stats describe
+        the output before the clean-up; ``summary["cleanup"]`` reports it.
 
     Returns
     -------
@@ -858,6 +867,7 @@ def segment(
     started = time.perf_counter()
     _validate_params(tile, overlap, blend, pad, batch_size, threshold, save_prob)
     _validate_modes(axes, tta, refine, refine_threshold, phase)
+    check_min_size(min_size)
     if client is None:
         torch_device = vmodel.resolve_device(device)
         task_device = str(torch_device)
@@ -920,6 +930,7 @@ def segment(
         "refine_threshold": float(refine_threshold),
         "phase": phase,
         "phases": phases if phase is None else None,
+        "min_size": min_size,
     }
     attrs = {
         "version": __version__,
@@ -1010,6 +1021,8 @@ def segment(
     summary = _summary(table, has_truth, seconds, len(selected), computed_voxels, phases, stats)
     if refine is not None:
         summary["chunks_refined_now"] = len(refined)
+    if min_size:
+        summary["cleanup"] = clean_output(output, min_size, phases if phase is None else None)
     output.update_attrs(status="complete", summary=_json_summary(summary))
     return _result(output, table, summary)
 
