@@ -1028,6 +1028,7 @@ def measure_phases(
     connectivity: int = 6,
     max_radius: int = 32,
     min_size: int | str = 0,
+    faces: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every phase of a three-phase label volume, and its triple-phase boundary.
 
@@ -1056,6 +1057,11 @@ def measure_phases(
         in voxels or a volume such as ``"0.5um3"``, to the phase they share the
         most faces with (:func:`volseg.cleanup.remove_small_components`,
         chunk-invariant); 0 (default) measures the labels as they are.
+    faces : mapping of str to sequence of str, optional
+        Also measure the active TPB (``active_tpb`` in the result): edges whose
+        three phases belong to components touching the faces required for
+        them, e.g. ``{"ysz": ["z-"], "ni": ["z+"], "pore": ["z+"]}``
+        (:func:`volseg.tpb.active_tpb`).
 
     Returns
     -------
@@ -1177,4 +1183,11 @@ def measure_phases(
     }
     result["phases"] = measures
     result.update(_tpb(edges, voxel_size, result["total_volume"]))
+    if faces is not None:
+        from .tpb import active_tpb
+
+        result["active_tpb"] = active_tpb(
+            volume, voxel_size, phases=phases, faces=faces, connectivity=connectivity
+        )
+        result["active_tpb"]["unit"] = unit
     return result
