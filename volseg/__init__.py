@@ -31,6 +31,9 @@ _LAZY: dict[str, str] = {
     "tiling": "tiling",
     "tpb_edge_counts": "microstructure",
     "train": "training",
+    "remove_small_components": "cleanup",
+    "active_tpb": "tpb",
+    "tortuosity": "transport",
 }
 
 __all__ = [
@@ -38,15 +41,18 @@ __all__ = [
     "SegmentationResult",
     "TrainResult",
     "__version__",
+    "active_tpb",
     "evaluate",
     "measure",
     "measure_phases",
     "metrics",
     "model",
     "open_result",
+    "remove_small_components",
     "segment",
     "synth",
     "tiling",
+    "tortuosity",
     "tpb_edge_counts",
     "train",
 ]

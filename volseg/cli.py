@@ -178,6 +178,13 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         "scan's OME-Zarr metadata)",
     )
     p.add_argument("--unit", default=None, help="unit of --voxel-size, e.g. micrometer")
+    p.add_argument(
+        "--min-size",
+        type=_min_size,
+        default=0,
+        help="reassign connected components smaller than this (voxels, or a volume such as "
+        "0.5um3) to the phase they share the most faces with (default 0: keep all)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--scheduler", help="address of a running dask scheduler (tcp://HOST:PORT or a file)"
@@ -244,6 +251,7 @@ def _run_segment(args: argparse.Namespace) -> int:
             precision=args.precision,
             backend=args.backend,
             allow_missing_chunks=args.allow_missing_chunks,
+            min_size=args.min_size,
         )
     finally:
         if client is not None:
@@ -851,6 +859,13 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
         default=32,
         help="distances are truncated at this many voxels (32)",
     )
+    p.add_argument(
+        "--min-size",
+        type=_min_size,
+        default=0,
+        help="reassign connected components smaller than this (voxels, or a volume such as "
+        "0.5um3) to the phase they share the most faces with (default 0: keep all)",
+    )
     p.add_argument("--json", default=None, help="write the measures to this JSON file")
     _allow_incomplete(p)
     p.set_defaults(func=_run_measure)
@@ -870,6 +885,7 @@ def _run_measure(args: argparse.Namespace) -> int:
             connectivity=args.connectivity,
             max_radius=args.max_radius,
             allow_incomplete=args.allow_incomplete,
+            min_size=args.min_size,
         )
     else:
         values = measure(
@@ -879,6 +895,7 @@ def _run_measure(args: argparse.Namespace) -> int:
             connectivity=args.connectivity,
             max_radius=args.max_radius,
             allow_incomplete=args.allow_incomplete,
+            min_size=args.min_size,
         )
     unit = values.get("unit") or ("the unit of --voxel-size" if voxel_size else "voxels")
     print(f"  lengths in {unit} (voxel size {values['voxel_size']})")
@@ -902,6 +919,18 @@ def _run_measure(args: argparse.Namespace) -> int:
             json.dump(values, handle, indent=2)
         print(f"measures written to {args.json}")
     return 0
+
+
+def _min_size(text: str) -> int | str:
+    """--min-size: voxels as an int, a physical volume kept as text (checked here)."""
+    from .cleanup import check_min_size
+
+    value = int(text) if text.strip().isdigit() else text
+    try:
+        check_min_size(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
 
 
 def _measure_text(value) -> str:

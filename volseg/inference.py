@@ -30,6 +30,7 @@ from . import backends, guards, metrics, store, tiling
 from . import io as vio
 from . import model as vmodel
 from ._version import __version__
+from .cleanup import check_min_size, clean_output
 
 __all__ = [
     "SegmentationResult",
@@ -845,6 +846,7 @@ def segment(
     precision: str = "auto",
     backend: str = "auto",
     allow_missing_chunks: bool = False,
+    min_size: int | str = 0,
 ) -> SegmentationResult:
     """Segment Ni in a 3D scan with a tiled 2D U-Net and write the mask to Zarr.
 
@@ -942,6 +944,13 @@ def segment(
         Read a chunk absent from the scan's Zarr store as its fill value. By default
         such a chunk is an error naming it (a partly copied scan would otherwise be
         segmented with holes of zeros).
+    min_size : int or str
+        After the last chunk, reassign connected components smaller than this
+        (voxels, or a volume such as ``"0.5um3"``) in ``labels`` and ``mask`` to
+        the phase they share the most faces with
+        (:func:`volseg.cleanup.remove_small_components`, chunk-invariant);
+        0 (default) keeps the network's output. The per-chunk stats describe
+        the output before the clean-up; ``summary["cleanup"]`` reports it.
 
     Returns
     -------
@@ -964,6 +973,7 @@ def segment(
     started = time.perf_counter()
     _validate_params(tile, overlap, blend, pad, batch_size, threshold, save_prob)
     _validate_modes(axes, tta, refine, refine_threshold, phase)
+    check_min_size(min_size)
     if client is None:
         torch_device = vmodel.resolve_device(device)
         task_device = str(torch_device)
@@ -1037,6 +1047,7 @@ def segment(
         "precision": run_precision,
         "backend": run_backend,
         "grid": _grid_record(plane_grid(volume.shape[1:], tile, overlap, batch_size)),
+        "min_size": min_size,
     }
     attrs = {
         "version": __version__,
@@ -1135,6 +1146,8 @@ def segment(
     summary = _summary(table, has_truth, seconds, len(selected), computed_voxels, phases, stats)
     if refine is not None:
         summary["chunks_refined_now"] = len(refined)
+    if min_size:
+        summary["cleanup"] = clean_output(output, min_size, phases if phase is None else None)
     output.update_attrs(status="complete", summary=_json_summary(summary))
     return _result(output, table, summary)
 

@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -1059,3 +1060,39 @@ def convert(
         return write_arrays(
             out, pyramid, chunks=chunks, attrs=attrs, array_attrs=array_attrs, overwrite=overwrite
         )
+
+
+def scratch_group(parent: str | Path | None) -> tuple[zarr.Group, Path | None]:
+    """An empty Zarr group for a solver's working arrays, in memory or on disk.
+
+    With ``parent`` (an existing folder), the group lives in a new folder made
+    inside it (``volseg-scratch-*``), returned for :func:`remove_scratch`;
+    nothing that existed before is touched.
+
+    Examples
+    --------
+    >>> group, folder = scratch_group(None)
+    >>> group.create_array("x", shape=(2, 2), dtype="f8").shape, folder
+    ((2, 2), None)
+    """
+    if parent is None:
+        return zarr.group(store=zarr.storage.MemoryStore()), None
+    parent = Path(parent)
+    if not parent.is_dir():
+        raise FileNotFoundError(
+            f"scratch folder {str(parent)!r} does not exist; give an existing folder (a new "
+            "sub-folder is made in it and removed after use)."
+        )
+    folder = Path(tempfile.mkdtemp(prefix="volseg-scratch-", dir=parent))
+    return zarr.group(store=zarr.storage.LocalStore(folder / "state.zarr")), folder
+
+
+def remove_scratch(folder: Path | None) -> None:
+    """Remove a folder made by :func:`scratch_group` (nothing for an in-memory group).
+
+    Examples
+    --------
+    >>> remove_scratch(None)
+    """
+    if folder is not None and folder.name.startswith("volseg-scratch-"):
+        shutil.rmtree(folder, ignore_errors=True)

@@ -611,29 +611,7 @@ def _connectivity_graph(phase: da.Array, connectivity: int) -> tuple[da.Array, d
 
 def _components(summaries: np.ndarray, links: dict, n_phase: int) -> dict[str, Any]:
     """Merge chunk labels into global components; sizes, largest share, percolation."""
-    base = np.zeros(summaries.shape, dtype=np.int64)
-    n_labels = 0
-    sizes = []
-    for index in np.ndindex(*summaries.shape):
-        base[index] = n_labels - 1  # local labels start at 1
-        n_labels += len(summaries[index]["sizes"])
-        sizes.append(summaries[index]["sizes"])
-    sizes = np.concatenate(sizes)
-    edges = []
-    for offset, blocks in links.items():
-        sa, sb = _neighbour_slices(offset, summaries.shape)
-        base_a, base_b = base[sa], base[sb]
-        for index in np.ndindex(*blocks.shape):
-            pairs = blocks[index][0]
-            if len(pairs):
-                edges.append(
-                    np.stack([pairs[:, 0] + base_a[index], pairs[:, 1] + base_b[index]], 1)
-                )
-    n_components, component = merge_labels(
-        n_labels, np.concatenate(edges) if edges else np.zeros((0, 2), np.int64)
-    )
-    component_sizes = np.bincount(component, weights=sizes, minlength=n_components)
-    component_sizes = np.rint(component_sizes).astype(np.int64)
+    base, n_components, component, component_sizes = _merge_chunk_labels(summaries, links)
 
     percolates, percolating_fraction = {}, {}
     for axis, name in enumerate(AXES):
@@ -658,6 +636,40 @@ def _components(summaries: np.ndarray, links: dict, n_phase: int) -> dict[str, A
     }
 
 
+def _merge_chunk_labels(
+    summaries: np.ndarray, links: dict
+) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """Global components of the chunk labels.
+
+    Returns the offset of each chunk's labels (chunk label ``l`` is global label
+    ``base[chunk] + l``), the number of components, the component of every global
+    label, and the voxels of every component.
+    """
+    base = np.zeros(summaries.shape, dtype=np.int64)
+    n_labels = 0
+    sizes = []
+    for index in np.ndindex(*summaries.shape):
+        base[index] = n_labels - 1  # local labels start at 1
+        n_labels += len(summaries[index]["sizes"])
+        sizes.append(summaries[index]["sizes"])
+    sizes = np.concatenate(sizes)
+    edges = []
+    for offset, blocks in links.items():
+        sa, sb = _neighbour_slices(offset, summaries.shape)
+        base_a, base_b = base[sa], base[sb]
+        for index in np.ndindex(*blocks.shape):
+            pairs = blocks[index][0]
+            if len(pairs):
+                edges.append(
+                    np.stack([pairs[:, 0] + base_a[index], pairs[:, 1] + base_b[index]], 1)
+                )
+    n_components, component = merge_labels(
+        n_labels, np.concatenate(edges) if edges else np.zeros((0, 2), np.int64)
+    )
+    component_sizes = np.bincount(component, weights=sizes, minlength=n_components)
+    return base, n_components, component, np.rint(component_sizes).astype(np.int64)
+
+
 def _face_totals(summaries: np.ndarray, links: dict) -> np.ndarray:
     """Faces inside chunks plus faces across chunk faces: each face once."""
     faces = np.zeros(3, dtype=np.int64)
@@ -668,6 +680,13 @@ def _face_totals(summaries: np.ndarray, links: dict) -> np.ndarray:
             axis = offset.index(1)
             faces[axis] += sum(blocks[index][1] for index in np.ndindex(*blocks.shape))
     return faces
+
+
+def _cleanup_record(cleanup: dict | None) -> dict[str, Any]:
+    """``min_size_voxels`` and the clean-up report, when there was a clean-up."""
+    if cleanup is None:
+        return {}
+    return {"min_size_voxels": cleanup["min_size_voxels"], "cleanup": cleanup}
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -853,6 +872,7 @@ def measure(
     connectivity: int = 6,
     max_radius: int = 32,
     allow_incomplete: bool = False,
+    min_size: int | str = 0,
 ) -> dict[str, Any]:
     """Volume fraction, surface, connectivity and thickness of a segmented phase.
 
@@ -888,6 +908,11 @@ def measure(
         Measure a volseg output whose run has not finished (refused by default): the
         fraction is over its done chunks only, the measures that need the whole volume
         are None, and ``chunks_missing`` and ``note`` say so.
+    min_size : int or str
+        First reassign connected components (of the phase and of the rest)
+        smaller than this, in voxels or a volume such as ``"0.5um3"``
+        (:func:`volseg.cleanup.remove_small_components`, chunk-invariant);
+        0 (default) measures the mask as it is.
 
     Returns
     -------
@@ -969,6 +994,19 @@ def measure(
     checked = store.output_state(mask, allow_incomplete)
     scan, phase = _as_phase(mask, label, chunks)
     voxel_size, unit = _voxel_size_of(scan, voxel_size)
+    cleanup = None
+    if min_size:
+        from .cleanup import remove_small_components
+
+        cleaned, cleanup = remove_small_components(
+            phase.astype(np.uint8),
+            min_size,
+            values=(0, 1),
+            connectivity=connectivity,
+            voxel_size=voxel_size,
+            unit=unit,
+        )
+        phase = cleaned == 1
     shape = tuple(int(s) for s in phase.shape)
     log.debug("measuring %s in chunks %s", shape, phase.chunksize)
 
@@ -981,6 +1019,7 @@ def measure(
         "chunks": [int(c) for c in phase.chunksize],
         "connectivity": int(connectivity),
         "max_radius": int(max_radius),
+        **_cleanup_record(cleanup),
         **_volume(shape, voxel_size),
     }
     result.update(_phase_measures(computed, voxel_size, result["total_voxels"]))
@@ -998,6 +1037,8 @@ def measure_phases(
     connectivity: int = 6,
     max_radius: int = 32,
     allow_incomplete: bool = False,
+    min_size: int | str = 0,
+    faces: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every phase of a three-phase label volume, and its triple-phase boundary.
 
@@ -1021,6 +1062,16 @@ def measure_phases(
         volseg.synth writes them), else ``{"pore": 0, "ysz": 1, "ni": 2}``.
     chunks, connectivity, max_radius, allow_incomplete
         As for :func:`measure`.
+    min_size : int or str
+        First reassign connected components of every phase smaller than this,
+        in voxels or a volume such as ``"0.5um3"``, to the phase they share the
+        most faces with (:func:`volseg.cleanup.remove_small_components`,
+        chunk-invariant); 0 (default) measures the labels as they are.
+    faces : mapping of str to sequence of str, optional
+        Also measure the active TPB (``active_tpb`` in the result): edges whose
+        three phases belong to components touching the faces required for
+        them, e.g. ``{"ysz": ["z-"], "ni": ["z+"], "pore": ["z+"]}``
+        (:func:`volseg.tpb.active_tpb`).
 
     Returns
     -------
@@ -1089,6 +1140,18 @@ def measure_phases(
     scan, volume = _as_volume(labels, chunks, role="labels")
     voxel_size, unit = _voxel_size_of(scan, voxel_size)
     phases = _phases_of(scan, phases)
+    cleanup = None
+    if min_size:
+        from .cleanup import remove_small_components
+
+        volume, cleanup = remove_small_components(
+            volume,
+            min_size,
+            values=tuple(phases.values()),
+            connectivity=connectivity,
+            voxel_size=voxel_size,
+            unit=unit,
+        )
     shape = tuple(int(s) for s in volume.shape)
     log.debug("measuring phases %s of %s in chunks %s", phases, shape, volume.chunksize)
 
@@ -1105,6 +1168,7 @@ def measure_phases(
         "chunks": [int(c) for c in volume.chunksize],
         "connectivity": int(connectivity),
         "max_radius": int(max_radius),
+        **_cleanup_record(cleanup),
         **_volume(shape, voxel_size),
         "phase_values": dict(phases),
     }
@@ -1133,4 +1197,11 @@ def measure_phases(
     if checked is not None and checked[0].missing:
         volumes = {name: volume == value for name, value in phases.items()}
         result = store.partial_measures(result, volumes, *checked)
+    if faces is not None:
+        from .tpb import active_tpb
+
+        result["active_tpb"] = active_tpb(
+            volume, voxel_size, phases=phases, faces=faces, connectivity=connectivity
+        )
+        result["active_tpb"]["unit"] = unit
     return result
