@@ -402,6 +402,7 @@ def train(
     classes: int = 1,
     phases: dict[str, int] | None = None,
     ignore_label: float | None = None,
+    precision: str = "fp32",
 ) -> TrainResult:
     """Train (fine-tune) the Ni U-Net on labelled volumes.
 
@@ -463,6 +464,10 @@ def train(
         Label value of unlabelled voxels (partly labelled slices): left out of the
         loss and of the validation scores. A multi-class model also ignores every
         value that is not one of its phases.
+    precision : {"fp32", "auto", "bf16", "fp16"}
+        Autocast dtype of the training forward passes (weights, optimiser and loss stay
+        float32; fp16 on CUDA with loss scaling); ``"auto"`` as in
+        :func:`volseg.backends.resolve_precision`. Validation runs in float32.
 
     Returns
     -------
@@ -503,6 +508,10 @@ def train(
             "to replace it, or resume_from to continue training it."
         )
     torch_device = vmodel.resolve_device(device)
+    from .backends import resolve_precision
+
+    autocast = vmodel.AUTOCAST_DTYPES[resolve_precision(precision, torch_device)]
+    scaler = torch.amp.GradScaler(enabled=autocast is torch.float16 and torch_device.type == "cuda")
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     pairs = _open_pairs(images, labels, val_fraction, val_gap)
@@ -597,6 +606,7 @@ def train(
         "batch_size": batch_size,
         "steps_per_epoch": steps_per_epoch,
         "seed": seed,
+        "precision": precision,
     }
 
     from tqdm.auto import tqdm
@@ -613,9 +623,12 @@ def train(
             image, target = crops.random_batch(rng, batch_size, augment)
             image, target = image.to(torch_device), target.to(torch_device)
             optimiser.zero_grad(set_to_none=True)
-            batch_loss = loss_fn(network(image), target)
-            batch_loss.backward()
-            optimiser.step()
+            with torch.autocast(torch_device.type, autocast, enabled=autocast is not None):
+                logits = network(image)
+            batch_loss = loss_fn(logits.float(), target)
+            scaler.scale(batch_loss).backward()
+            scaler.step(optimiser)
+            scaler.update()
             total += float(batch_loss.detach())
         scores = _evaluate(network, validation, loss_fn, torch_device, batch_size, phases)
         row = {
