@@ -517,6 +517,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="one width per level (default: 256 128 64 32 16, cut to --encoder-depth)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "auto", "bf16", "fp16"],
+        default="fp32",
+        help="autocast of the training forward passes (fp32; auto: bf16 on CPUs with "
+        "AMX/AVX512-BF16 and GPUs that support it, fp16 on other GPUs)",
+    )
     p.add_argument("--resume-from", default=None, help="continue training this checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -587,6 +594,7 @@ def _run_train(args: argparse.Namespace) -> int:
         grad_clip=args.grad_clip,
         ema_decay=None if args.no_ema else args.ema_decay,
         max_time=args.max_time,
+        precision=args.precision,
     )
     csv, png = history_paths(result.path)
     score = "Ni IoU" if result.config["classes"] == 1 else "mean IoU over the phases"

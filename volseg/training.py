@@ -458,6 +458,7 @@ def train(
     grad_clip: float | None = 1.0,
     ema_decay: float | None = 0.999,
     max_time: str | float | None = None,
+    precision: str = "fp32",
 ) -> TrainResult:
     """Train (fine-tune) the Ni U-Net on labelled volumes.
 
@@ -537,6 +538,10 @@ def train(
         Wall-time budget such as ``"2h"``, ``"90m"``, ``"1h30m"`` or seconds: training
         stops in time to validate and save (the best checkpoint stays), and
         ``resume_from`` continues the schedule later.
+    precision : {"fp32", "auto", "bf16", "fp16"}
+        Autocast dtype of the training forward passes (weights, optimiser and loss stay
+        float32; fp16 on CUDA with loss scaling); ``"auto"`` as in
+        :func:`volseg.backends.resolve_precision`. Validation runs in float32.
 
     Returns
     -------
@@ -598,6 +603,10 @@ def train(
             "to replace it, or resume_from to continue training it."
         )
     torch_device = vmodel.resolve_device(device)
+    from .backends import resolve_precision
+
+    autocast = vmodel.AUTOCAST_DTYPES[resolve_precision(precision, torch_device)]
+    scaler = torch.amp.GradScaler(enabled=autocast is torch.float16 and torch_device.type == "cuda")
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     pairs = _open_pairs(images, labels, val_fraction, val_gap)
@@ -725,6 +734,7 @@ def train(
         "ema_decay": ema_decay,
         "batchnorm": "frozen after warm-up" if small_batch else "batch statistics",
         "max_time": time_budget,
+        "precision": precision,
     }
 
     from tqdm.auto import tqdm
@@ -756,11 +766,15 @@ def train(
             image, target = crops.random_batch(rng, batch_size, augment)
             image, target = image.to(torch_device), target.to(torch_device)
             optimiser.zero_grad(set_to_none=True)
-            batch_loss = loss_fn(network(image), target)
-            batch_loss.backward()
+            with torch.autocast(torch_device.type, autocast, enabled=autocast is not None):
+                logits = network(image)
+            batch_loss = loss_fn(logits.float(), target)
+            scaler.scale(batch_loss).backward()
             if grad_clip is not None:
+                scaler.unscale_(optimiser)
                 torch.nn.utils.clip_grad_norm_(trainable, grad_clip)
-            optimiser.step()
+            scaler.step(optimiser)
+            scaler.update()
             if ema is not None:
                 ema.update(network)
             step += 1
