@@ -25,6 +25,7 @@ import dask
 import numpy as np
 import pandas as pd
 import torch
+from dask.callbacks import Callback
 
 from . import guards, metrics, store, tiling
 from . import io as vio
@@ -55,6 +56,7 @@ RESUME_KEYS = (
     "refine",
     "refine_threshold",
     "phase",
+    "shards",
 )
 # What runs recorded before a setting existed did (older outputs resume with them).
 RESUME_DEFAULTS = {
@@ -63,6 +65,7 @@ RESUME_DEFAULTS = {
     "refine": None,
     "refine_threshold": 0.05,
     "phase": None,
+    "shards": None,
 }
 # An overlap may multiply the network's work at most this much (0.5 gives about 4).
 MAX_OVERLAP_COST = 16
@@ -350,6 +353,8 @@ def _segment_block(
     """
     started = time.perf_counter()
     if refine:
+        # The chunk's time is both passes: its first segmentation and this refinement.
+        first_pass = float(output.read_record(index)["seconds"])
         output.clear_done(index)
     box = _read_box(scan_source, plan, settings)
     try:
@@ -393,13 +398,13 @@ def _segment_block(
             )
     counts["seconds"] = time.perf_counter() - started
     if refine:
-        # The chunk's time is both passes: its first segmentation and this refinement.
-        counts["seconds"] += float(output.stats["seconds"][index])
+        counts["seconds"] += first_pass
     # Written on every pass: a chunk segmented again after an interrupted refinement is
     # not refined until the refinement pass has rewritten it.
     counts["refined"] = bool(refine)
-    output.write_block(index, region, mask.astype(np.uint8), prob_out, counts, labels)
-    return {k: v for k, v in counts.items() if np.ndim(v) == 0}
+    record = output.write_block(index, region, mask.astype(np.uint8), prob_out, counts, labels)
+    # The client keeps every record in its table (volseg.store.RunTable).
+    return index, record
 
 
 def _resolve_model(model: Any, device: str) -> tuple[str, str, dict, Any]:
@@ -493,9 +498,12 @@ def _local_threads(device: torch.device) -> tuple[int, int]:
     return cores, 1
 
 
-def _run_tasks(tasks: list, client: Any, n_threads: int, progress: bool) -> list[dict]:
+def _run_tasks(
+    tasks: list, client: Any, n_threads: int, progress: bool, on_result: Any = None
+) -> list:
     if not tasks:
         return []
+    on_result = on_result or (lambda result: None)
     if client is not None:
         from distributed import as_completed
 
@@ -507,6 +515,7 @@ def _run_tasks(tasks: list, client: Any, n_threads: int, progress: bool) -> list
             # raises in this thread instead of leaving the loop waiting.
             for future in as_completed(futures):
                 results.append(future.result())
+                on_result(results[-1])
                 bar.update(1)
         return results
     callbacks = []
@@ -514,6 +523,7 @@ def _run_tasks(tasks: list, client: Any, n_threads: int, progress: bool) -> list
         from tqdm.dask import TqdmCallback
 
         callbacks.append(TqdmCallback(desc="segment", unit="task"))
+    callbacks.append(_ResultCallback(on_result))
     from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(n_threads, thread_name_prefix="volseg")
@@ -526,6 +536,18 @@ def _run_tasks(tasks: list, client: Any, n_threads: int, progress: bool) -> list
         # On failure, let running blocks finish (they write whole chunks and their done
         # flags) and drop queued ones, so nothing is still writing once segment() returns.
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _ResultCallback(Callback):
+    """Hands each block's result to the client as it arrives (local scheduler)."""
+
+    def __init__(self, on_result: Any) -> None:
+        super().__init__()
+        self.on_result = on_result
+
+    def _posttask(self, key, result, dsk, state, worker_id) -> None:
+        if isinstance(key, str) and key.startswith("volseg-block-"):
+            self.on_result(result)
 
 
 def _cluster_has_gpus(client: Any) -> bool:
@@ -595,6 +617,7 @@ def _prepare_output(
         has_truth=params["has_truth"],
         phases=params["phases"],
         confusion=params["confusion"],
+        stored_chunks=params["stored_chunks"],
         **spacing,
     )
     return output, False
@@ -756,6 +779,7 @@ def segment(
     voxel_size: tuple[float, float, float] | None = None,
     unit: str | None = None,
     allow_missing_chunks: bool = False,
+    shards: tuple[int, int, int] | None = None,
 ) -> SegmentationResult:
     """Segment Ni in a 3D scan with a tiled 2D U-Net and write the mask to Zarr.
 
@@ -839,6 +863,12 @@ def segment(
         Read a chunk absent from the scan's Zarr store as its fill value. By default
         such a chunk is an error naming it (a partly copied scan would otherwise be
         segmented with holes of zeros).
+    shards : tuple of 3 int, optional
+        Store ``mask``, ``labels`` and ``prob`` with Zarr v3 sharding: each shard of this
+        shape is one processing block (one task writes it whole, no two tasks share
+        one), and ``chunks`` is the chunk inside it that readers fetch; shards must be
+        whole multiples of ``chunks``. One stored file per block instead of one per
+        chunk (see ``docs/output-format.md``).
 
     Returns
     -------
@@ -904,6 +934,11 @@ def segment(
         if chunks is None
         else vio.validate_chunks(chunks, volume.shape)
     )
+    stored_chunks = None
+    if shards is not None:
+        shards = store.validate_shards(shards, chunks, volume.shape)
+        # The shard is the processing block; the chunk is what readers fetch inside it.
+        chunks, stored_chunks = shards, chunks
     prob_dtype = PROB_DTYPES.get(save_prob) if save_prob else None
     params = {
         "shape": list(volume.shape),
@@ -924,6 +959,12 @@ def segment(
         "refine_threshold": float(refine_threshold),
         "phase": phase,
         "phases": phases if phase is None else None,
+        # Sharded: each shard (the block, "chunks" above) holds chunks of "stored_chunks".
+        "shards": (
+            {"shard": list(chunks), "stored_chunks": list(stored_chunks)}
+            if stored_chunks is not None
+            else None
+        ),
     }
     attrs = {
         "version": __version__,
@@ -946,7 +987,12 @@ def segment(
         out,
         volume,
         truth_volume,
-        {**params, "chunks": tuple(chunks), "confusion": truth_phases is not None},
+        {
+            **params,
+            "chunks": tuple(chunks),
+            "confusion": truth_phases is not None,
+            "stored_chunks": stored_chunks,
+        },
         attrs,
         overwrite,
         resume,
@@ -977,7 +1023,8 @@ def segment(
         loaded=loaded,
         check_chunks=not allow_missing_chunks and volume.direct,
     )
-    stats = output.read_stats() if reused else None
+    run_table = store.RunTable(output, reused)
+    stats = run_table.stats() if reused else None
     selected = [
         (index, region)
         for index, region in _block_grid(volume.shape, chunks)
@@ -993,10 +1040,13 @@ def segment(
     n_threads, torch_threads = _local_threads(torch_device)
     with _torch_threads(torch_threads if client is None else None):
         tasks = _block_tasks(selected, volume, truth_volume, settings, output, refine=False)
-        _run_tasks(tasks, client, n_threads, progress)
+        try:
+            _run_tasks(tasks, client, n_threads, progress, run_table.note)
+        finally:
+            run_table.flush()
         refined = []
         if refine is not None:
-            stats = output.read_stats()
+            stats = run_table.stats()
             refined = [
                 (index, region)
                 for index, region in _block_grid(volume.shape, chunks)
@@ -1006,11 +1056,15 @@ def segment(
             log.info("refining %d chunks with axes='zyx', tta=True", len(refined))
             fine = dataclasses.replace(settings, axes="zyx", tta=True)
             tasks = _block_tasks(refined, volume, truth_volume, fine, output, refine=True)
-            _run_tasks(tasks, client, n_threads, progress)
+            run_table.clear([index for index, _ in refined])
+            try:
+                _run_tasks(tasks, client, n_threads, progress, run_table.note)
+            finally:
+                run_table.flush()
     seconds = time.perf_counter() - started
 
     has_truth = truth is not None
-    stats = output.read_stats()
+    stats = run_table.stats()
     table = stats_table(output, stats)
     if not bool(table["done"].all()):
         raise RuntimeError(

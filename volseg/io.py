@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,18 @@ import numpy as np
 import zarr
 
 from . import guards
+from .store import (  # noqa: F401  (the output format lives in volseg.store; re-exported)
+    COUNT_FIELDS,
+    PHASE_FIELDS,
+    STAT_FIELDS,
+    TRUTH_FIELDS,
+    OutputGroup,
+    _store_for,
+    create_output,
+    open_output,
+    output_exists,
+    remove_output,
+)
 
 __all__ = [
     "STAT_FIELDS",
@@ -56,14 +67,6 @@ PREFERRED_ARRAYS = {
     "training labels": ("labels",),
     "labels": ("labels",),
 }
-# Counts per chunk. They add up across chunks, so pooled figures come from sums.
-COUNT_FIELDS = ("ni_voxels", "uncertain_voxels", "tp", "fp", "fn", "tn")
-# Per-chunk vectors of a multi-class run: voxels per phase (C,) and, with truth, the
-# confusion matrix (C, C) with rows = true phase, columns = predicted phase.
-PHASE_FIELDS = ("phase_voxels", "confusion")
-STAT_FIELDS = (*COUNT_FIELDS, *PHASE_FIELDS, "seconds", "refined", "done")
-TRUTH_FIELDS = ("tp", "fp", "fn", "tn", "confusion")
-STAT_DTYPES = {"done": "bool", "refined": "bool", "seconds": "float32"}  # others: int64
 
 
 @dataclass
@@ -480,333 +483,6 @@ def default_output_path(source: Any) -> Path | None:
             break
     stem = path.name[: -len(path.suffix)] if path.suffix else path.name
     return path.with_name(f"{stem}_ni.zarr")
-
-
-@dataclass
-class OutputGroup:
-    """The arrays of an output group, handed to the tasks that write regions.
-
-    Attributes
-    ----------
-    group : zarr.Group
-    mask : zarr.Array
-    prob : zarr.Array or None
-        ``(Z, Y, X)``, or ``(C, Z, Y, X)`` per-class probabilities of a multi-class run.
-    stats : dict of str to zarr.Array
-        One array per field of :data:`STAT_FIELDS` on the chunk grid.
-    chunks : tuple of int
-        The processing block (= output chunk) shape.
-    labels : zarr.Array or None
-        uint8 phase label values of a multi-class run.
-
-    Examples
-    --------
-    A task writes its block, then the block is marked done:
-
-    >>> import zarr
-    >>> output = create_output(zarr.storage.MemoryStore(), (2, 8, 8), (2, 4, 8), attrs={})
-    >>> output.write_block((0, 1, 0), (slice(0, 2), slice(4, 8), slice(0, 8)),
-    ...                    np.ones((2, 4, 8), np.uint8), None, {"ni_voxels": 64})
-    >>> stats = output.read_stats()
-    >>> stats["done"][0, :, 0].tolist(), stats["ni_voxels"][0, :, 0].tolist()
-    ([False, True], [0, 64])
-    >>> int(output.mask[...].sum())
-    64
-    """
-
-    group: zarr.Group
-    mask: zarr.Array
-    prob: zarr.Array | None
-    stats: dict[str, zarr.Array]
-    chunks: tuple[int, int, int]
-    labels: zarr.Array | None = None
-
-    @property
-    def path(self) -> str:
-        store = self.group.store
-        root = getattr(store, "root", None)
-        return str(root) if root is not None else str(self.group.store_path)
-
-    def write_block(
-        self,
-        index: tuple[int, int, int],
-        region: tuple[slice, slice, slice],
-        mask: np.ndarray,
-        prob: np.ndarray | None,
-        counts: dict[str, Any],
-        labels: np.ndarray | None = None,
-    ) -> None:
-        """Write one block: arrays and counts first, its ``done`` flag last."""
-        self.mask[region] = mask
-        if self.labels is not None and labels is not None:
-            self.labels[region] = labels
-        if self.prob is not None and prob is not None:
-            self.prob[(slice(None),) * (prob.ndim - 3) + tuple(region)] = prob
-        for name, value in counts.items():
-            self.stats[name][index] = value
-        self.stats["done"][index] = True
-
-    def ensure_flag(self, name: str) -> None:
-        """Create a boolean per-chunk array missing from an older output (e.g. ``refined``)."""
-        self.stats[name] = _stats_array(self.group["stats"], name, self.stats["done"].shape)
-
-    def clear_done(self, index: tuple[int, int, int]) -> None:
-        """Mark a block as not done before it is rewritten (refinement)."""
-        self.stats["done"][index] = False
-
-    def write_counts(self, counts: np.ndarray, names: tuple[str, ...]) -> None:
-        """Store whole per-chunk count arrays (``counts[..., i]`` for ``names[i]``)."""
-        for i, name in enumerate(names):
-            self.write_vector(name, counts[..., i])
-
-    def write_vector(self, name: str, values: np.ndarray) -> None:
-        """Store a whole per-chunk array, with or without trailing dimensions
-        (``confusion`` has ``(C, C)`` per chunk)."""
-        self.stats[name] = _stats_array(self.group["stats"], name, values.shape)
-        self.stats[name][...] = values
-
-    def read_done(self) -> np.ndarray:
-        """The ``done`` flag of every chunk (bool, the chunk grid)."""
-        return np.asarray(self.stats["done"][...], dtype=bool)
-
-    def read_stats(self) -> dict[str, np.ndarray]:
-        """All per-chunk statistics arrays (small: one value per chunk)."""
-        return {name: np.asarray(array[...]) for name, array in self.stats.items()}
-
-    @property
-    def attrs(self) -> dict[str, Any]:
-        return dict(self.group.attrs.get("volseg", {}))
-
-    def update_attrs(self, **values: Any) -> None:
-        record = self.attrs
-        record.update(values)
-        self.group.attrs["volseg"] = record
-
-
-def _store_for(out: Any) -> Any:
-    if isinstance(out, (str, os.PathLike)):
-        return str(out)
-    return out
-
-
-def output_exists(out: Any) -> bool:
-    """True when ``out`` already holds a Zarr node."""
-    if isinstance(out, (str, os.PathLike)):
-        return Path(out).exists()
-    try:
-        zarr.open_group(out, mode="r")
-        return True
-    except Exception:
-        return False
-
-
-def remove_output(out: Any, kind: str = "volseg") -> None:
-    """Delete an existing output (only called with ``overwrite=True``).
-
-    Only a Zarr group written by volseg (``kind="volseg"``: it has a ``volseg``
-    record) or any Zarr group (``kind="zarr"``) is deleted; anything else at the
-    path is left alone and reported, so a typo in ``--out`` cannot wipe a folder.
-    """
-    if isinstance(out, (str, os.PathLike)):
-        path = Path(out)
-        if not _is_removable(path, kind):
-            raise FileExistsError(
-                f"output {str(path)!r} exists and is not a {kind} output group; volseg will not "
-                "delete it: choose another output path or remove it yourself."
-            )
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    else:
-        zarr.open_group(out, mode="w")
-
-
-def _is_removable(path: Path, kind: str) -> bool:
-    if path.is_dir() and not any(path.iterdir()):
-        return True
-    try:
-        group = zarr.open_group(str(path), mode="r")
-    except Exception:
-        return False
-    return kind == "zarr" or "volseg" in group.attrs
-
-
-def create_output(
-    out: Any,
-    shape: tuple[int, int, int],
-    chunks: tuple[int, int, int],
-    *,
-    attrs: dict[str, Any],
-    prob_dtype: str | None = None,
-    has_truth: bool = False,
-    phases: dict[str, int] | None = None,
-    voxel_size: tuple[float, float, float] | None = None,
-    unit: str | None = None,
-    confusion: bool | None = None,
-    zarr_format: int = 3,
-) -> OutputGroup:
-    """Create a new output group with status ``running``.
-
-    Parameters
-    ----------
-    out : path or zarr store
-        Where to create it; must not exist (the caller handles ``overwrite``).
-    shape, chunks : tuple of int
-        Volume shape and processing block shape.
-    attrs : dict
-        Run record stored under ``attrs["volseg"]``.
-    prob_dtype : {None, "uint8", "float16", "float32"}
-        Also store the blended probability.
-    has_truth : bool
-        Create the confusion-count arrays (tp, fp, fn, tn and, with phases, confusion).
-    phases : dict, optional
-        ``{name: label value}`` of a multi-class run: adds the ``labels`` array,
-        per-class probabilities ``(C, Z, Y, X)`` and the per-phase stats.
-    voxel_size, unit : optional
-        The scan's voxel size (z, y, x) and unit, recorded in the OME-Zarr metadata
-        and in ``attrs["volseg"]`` so that measures come out in physical units.
-    confusion : bool, optional
-        Create ``stats/confusion`` (default: with truth and phases); False when the
-        truth can only be scored for Ni.
-    zarr_format : {2, 3}
-
-    Returns
-    -------
-    OutputGroup
-
-    Examples
-    --------
-    >>> path = getfixture("tmp_path") / "scan_ni.zarr"
-    >>> output = create_output(path, (4, 50, 60), (2, 32, 32), attrs={"input": "scan.zarr"},
-    ...                        has_truth=True)
-    >>> output.mask.shape, output.chunks, output.stats["tp"].shape
-    ((4, 50, 60), (2, 32, 32), (2, 2, 2))
-    >>> output.attrs["status"], output.prob is None, output.labels is None
-    ('running', True, True)
-    """
-    group = zarr.open_group(_store_for(out), mode="w-", zarr_format=zarr_format)
-    record = {**attrs, "status": "running"}
-    if voxel_size is not None:
-        record.update(voxel_size=[float(v) for v in voxel_size], unit=unit)
-    group.attrs["volseg"] = record
-    # NGFF viewers (napari-ome-zarr) open the mask as the group's image.
-    group.attrs["ome"] = ome_multiscales(
-        ["mask"], voxel_size or (1.0, 1.0, 1.0), name="mask", unit=unit
-    )
-    group.create_array(
-        "mask",
-        shape=shape,
-        chunks=chunks,
-        dtype="uint8",
-        fill_value=0,
-        dimension_names=("z", "y", "x") if zarr_format == 3 else None,
-    )
-    names = ("z", "y", "x")
-    if phases is not None:
-        group.create_array(
-            "labels",
-            shape=shape,
-            chunks=chunks,
-            dtype="uint8",
-            fill_value=0,
-            dimension_names=names if zarr_format == 3 else None,
-            attributes={"phases": dict(phases)},
-        )
-    if prob_dtype is not None:
-        lead = (len(phases),) if phases is not None else ()
-        group.create_array(
-            "prob",
-            shape=(*lead, *shape),
-            chunks=(*lead, *chunks),
-            dtype=prob_dtype,
-            fill_value=0,
-            dimension_names=(("c",) * len(lead) + names) if zarr_format == 3 else None,
-            attributes={"classes": list(phases)} if phases is not None else {},
-        )
-    grid = tuple(-(-s // c) for s, c in zip(shape, chunks))
-    n_phases = len(phases) if phases is not None else 0
-    stats_group = group.create_group("stats")
-    for name in STAT_FIELDS:
-        if name in TRUTH_FIELDS and not has_truth:
-            continue
-        if name in PHASE_FIELDS and phases is None:
-            continue
-        if name == "confusion" and confusion is False:
-            continue
-        extra = {"phase_voxels": (n_phases,), "confusion": (n_phases, n_phases)}.get(name, ())
-        _stats_array(stats_group, name, (*grid, *extra))
-    return open_output(out, mode="r+")
-
-
-def _stats_array(stats_group: zarr.Group, name: str, shape: tuple[int, ...]) -> zarr.Array:
-    """The per-chunk array ``name`` of ``stats/``, created (filled with 0) if missing.
-
-    One stored chunk per processing block (chunks ``(1, 1, 1, ...)``): each task owns its
-    own entries, so concurrent writers never touch the same stored object.
-    """
-    if name not in stats_group:
-        stats_group.create_array(
-            name,
-            shape=shape,
-            chunks=(1, 1, 1, *shape[3:]),
-            dtype=STAT_DTYPES.get(name, "int64"),
-            fill_value=0,
-        )
-    return stats_group[name]
-
-
-def open_output(out: Any, mode: str = "r") -> OutputGroup:
-    """Open an existing output group.
-
-    Parameters
-    ----------
-    out : path or zarr store
-        A group written by :func:`create_output` (``volseg segment``).
-    mode : str
-        Zarr access mode: ``"r"`` to read, ``"r+"`` to write into it.
-
-    Returns
-    -------
-    OutputGroup
-
-    Raises
-    ------
-    FileNotFoundError
-        Nothing at ``out``.
-    ValueError
-        ``out`` is not a volseg output group.
-
-    Examples
-    --------
-    >>> path = getfixture("tmp_path") / "scan_ni.zarr"
-    >>> _ = create_output(path, (2, 8, 8), (2, 8, 8), attrs={"input": "scan.zarr"})
-    >>> output = open_output(path)
-    >>> output.attrs["input"], output.attrs["status"], output.mask.shape
-    ('scan.zarr', 'running', (2, 8, 8))
-    >>> open_output(getfixture("tmp_path") / "missing.zarr")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    FileNotFoundError: output '.../missing.zarr' does not exist; ...
-    """
-    if isinstance(out, (str, os.PathLike)) and not Path(out).exists():
-        raise FileNotFoundError(
-            f"output {str(out)!r} does not exist; check the path or run `volseg segment` first."
-        )
-    try:
-        group = zarr.open_group(_store_for(out), mode=mode)
-    except Exception as exc:
-        raise ValueError(f"output {_describe(out)!r} is not a Zarr group ({exc}).") from exc
-    if "volseg" not in group.attrs or "mask" not in group or "stats" not in group:
-        raise ValueError(
-            f"output {_describe(out)!r} is not a volseg output group (no mask/stats/attrs); "
-            "give the folder written by `volseg segment`."
-        )
-    mask = group["mask"]
-    prob = group["prob"] if "prob" in group else None
-    labels = group["labels"] if "labels" in group else None
-    stats = {name: group["stats"][name] for name in STAT_FIELDS if name in group["stats"]}
-    return OutputGroup(group, mask, prob, stats, tuple(int(c) for c in mask.chunks), labels)
 
 
 def write_arrays(
