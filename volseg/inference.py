@@ -581,6 +581,8 @@ def _prepare_output(
 
         out = zarr.storage.MemoryStore()
     if vio.output_exists(out):
+        # Never two writers: a live run's output is refused, also with resume/overwrite.
+        store.refuse_live_lease(out)
         if resume:
             output = vio.open_output(out, mode="r+")
             previous = output.attrs.get("parameters", {})
@@ -601,6 +603,7 @@ def _prepare_output(
                     "start again."
                 )
             output.ensure_flag("refined")  # outputs written before refinement existed
+            store.Lease.acquire(out)  # released when segment() returns or raises
             return output, True
         if not overwrite:
             raise FileExistsError(
@@ -620,6 +623,7 @@ def _prepare_output(
         stored_chunks=params["stored_chunks"],
         **spacing,
     )
+    store.Lease.acquire(out)
     return output, False
 
 
@@ -751,6 +755,7 @@ def _summary(
     return summary
 
 
+@store.holds_leases
 def segment(
     scan: Any,
     model: Any,
