@@ -41,8 +41,11 @@ def big_scan(tmp_path_factory):
 
 
 def _done(out) -> np.ndarray:
+    """Blocks whose record is stored (what a resume would skip)."""
+    from volseg import store
+
     try:
-        return np.asarray(zarr.open_array(str(out / "stats" / "done"), mode="r")[...])
+        return store.listed_records(vio.open_output(out))
     except Exception:  # not created yet
         return np.zeros(0, dtype=bool)
 

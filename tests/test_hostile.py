@@ -588,3 +588,92 @@ def test_relative_scan_path_is_recorded_absolute(world, tmp_path, monkeypatch, c
     monkeypatch.chdir(root)
     assert main(["segment", "scan.zarr/image", "--model", str(model), "--out", str(out),
                  "--resume", *FAST]) == 0  # fmt: skip
+
+
+# ---------------------------------------------------------------- two writers
+
+
+def _lease(out, pid, host=None, age=0.0):
+    import json
+    import socket
+    import time
+
+    from volseg import store
+
+    now = time.time()
+    record = {
+        "host": host or socket.gethostname(),
+        "pid": pid,
+        "started": now - age - 5,
+        "heartbeat": now - age,
+        "token": "someone-else",
+    }
+    (out / store.LEASE_NAME).write_text(json.dumps(record))
+
+
+def test_a_second_run_on_a_live_output_is_refused(world, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from volseg import store
+
+    root, model = world
+    out = tmp_path / "o.zarr"
+    shutil.copytree(root / "done.zarr", out)
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        _lease(out, writer.pid)
+        argv = ["segment", root / "scan.zarr" / "image", "--model", model, "--out", out, *FAST,
+                "--chunks", "2", "32", "32"]  # fmt: skip
+        for flag in ("--overwrite", "--resume"):
+            refused(
+                [*argv, flag],
+                [out],
+                [str(out), f"process {writer.pid}", "is being written", "--resume"],
+                capsys,
+            )
+    finally:
+        writer.kill()
+        writer.wait()
+    # Its process is gone: --resume takes the lease over, finishes, and lets it go.
+    assert main([str(a) for a in argv] + ["--resume"]) == 0
+    assert not (out / store.LEASE_NAME).exists()
+
+
+def test_a_lease_without_heartbeat_is_taken_over(world, tmp_path, capsys):
+    from volseg import store
+
+    root, model = world
+    out = tmp_path / "o.zarr"
+    shutil.copytree(root / "done.zarr", out)
+    argv = ["segment", str(root / "scan.zarr" / "image"), "--model", str(model), "--out",
+            str(out), *FAST, "--chunks", "2", "32", "32", "--resume"]  # fmt: skip
+    _lease(out, 12345, host="another-node")  # fresh heartbeat on another host: live
+    refused(argv, [out], ["another-node", "is being written"], capsys)
+    _lease(out, 12345, host="another-node", age=store.LEASE_TIMEOUT + 60)
+    assert main(argv) == 0
+    assert not (out / store.LEASE_NAME).exists()
+
+
+def test_a_run_holds_its_lease_and_lets_it_go_on_failure(world, tmp_path, monkeypatch):
+    import json
+    import os
+
+    from volseg import inference, store
+
+    root, model = world
+    out = tmp_path / "o.zarr"
+    seen = []
+    original = inference._segment_block
+
+    def failing(index, *args):
+        seen.append(json.loads((out / store.LEASE_NAME).read_text()))
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(inference, "_segment_block", failing)
+    with pytest.raises(RuntimeError, match="simulated"):
+        main(["segment", str(root / "scan.zarr" / "image"), "--model", str(model), "--out",
+              str(out), *FAST])  # fmt: skip
+    assert seen and seen[0]["pid"] == os.getpid()
+    assert not (out / store.LEASE_NAME).exists()
+    monkeypatch.setattr(inference, "_segment_block", original)

@@ -529,10 +529,37 @@ def test_review_fixes_binary_truth_sparse_labels_and_stale_refined_flag(
     settings = {"chunks": (4, 20, 26), "refine": "uncertain", "refine_threshold": 0.0}
     run(image, sharp_checkpoint, out, **settings)
     group = vio.open_output(out, mode="r+")
-    group.stats["done"][0, 0, 0] = False  # as if the rewrite stopped after the counts
+    group.clear_done((0, 0, 0))  # as if the rewrite stopped after the counts
     resumed = run(image, sharp_checkpoint, out, resume=True, **settings)
     assert resumed.summary["chunks_refined_now"] == 1
     assert resumed.stats["refined"].all()
+
+
+def layout1(out):
+    """Rewrite an output in layout 1 (volseg 0.1: one ``stats/<field>`` array per field)."""
+    from volseg import store
+
+    output = vio.open_output(out, mode="r+")
+    stats = output.read_stats()
+    record = output.attrs
+    record.pop("layout")
+    group = output.group
+    stats_group = group.create_group("stats")
+    for name, values in stats.items():
+        array = stats_group.create_array(
+            name,
+            shape=values.shape,
+            chunks=(1, 1, 1, *values.shape[3:]),
+            dtype=store.STAT_DTYPES.get(name, "int64"),
+            fill_value=0,
+        )
+        array[...] = values
+    del group[store.RECORDS]
+    del group[store.TABLE]
+    group.attrs["volseg"] = record
+    reopened = vio.open_output(out, mode="r+")
+    assert reopened.legacy
+    return reopened
 
 
 def test_an_output_written_before_these_settings_existed_still_resumes(
@@ -543,7 +570,7 @@ def test_an_output_written_before_these_settings_existed_still_resumes(
     image, _ = small_anode
     out = tmp_path / "old.zarr"
     reference = run(image, checkpoint, out, chunks=(4, 20, 26))
-    group = vio.open_output(out, mode="r+")
+    group = layout1(out)  # the stats/ arrays of volseg 0.1
     record = group.attrs
     for key in ("axes", "tta", "refine", "refine_threshold", "phase", "phases"):
         record["parameters"].pop(key)

@@ -139,6 +139,14 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         help="also store the blended probability",
     )
     _zyx(p, "--chunks", int, None, "processing blocks = output chunks (default: from the scan's)")
+    _zyx(
+        p,
+        "--shards",
+        int,
+        None,
+        "store mask/labels/prob as Zarr v3 shards of this shape, one per processing block "
+        "(whole multiples of --chunks, which become the chunks inside a shard)",
+    )
     p.add_argument(
         "--axes",
         choices=["z", "zyx"],
@@ -252,6 +260,7 @@ def _run_segment(args: argparse.Namespace) -> int:
             backend=args.backend,
             allow_missing_chunks=args.allow_missing_chunks,
             min_size=args.min_size,
+            shards=tuple(args.shards) if args.shards else None,
         )
     finally:
         if client is not None:

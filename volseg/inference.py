@@ -25,6 +25,7 @@ import dask
 import numpy as np
 import pandas as pd
 import torch
+from dask.callbacks import Callback
 
 from . import backends, guards, metrics, store, tiling
 from . import io as vio
@@ -65,6 +66,7 @@ RESUME_KEYS = (
     "phase",
     "precision",
     "backend",
+    "shards",
 )
 # What runs recorded before a setting existed did (older outputs resume with them).
 RESUME_DEFAULTS = {
@@ -75,6 +77,7 @@ RESUME_DEFAULTS = {
     "phase": None,
     "precision": "fp32",
     "backend": "torch",
+    "shards": None,
 }
 # An overlap may multiply the network's work at most this much (0.5 gives about 4).
 MAX_OVERLAP_COST = 16
@@ -425,6 +428,8 @@ def _segment_block(
     """
     started = time.perf_counter()
     if refine:
+        # The chunk's time is both passes: its first segmentation and this refinement.
+        first_pass = float(output.read_record(index)["seconds"])
         output.clear_done(index)
     box = _read_box(scan_source, plan, settings)
     try:
@@ -468,13 +473,13 @@ def _segment_block(
             )
     counts["seconds"] = time.perf_counter() - started
     if refine:
-        # The chunk's time is both passes: its first segmentation and this refinement.
-        counts["seconds"] += float(output.stats["seconds"][index])
+        counts["seconds"] += first_pass
     # Written on every pass: a chunk segmented again after an interrupted refinement is
     # not refined until the refinement pass has rewritten it.
     counts["refined"] = bool(refine)
-    output.write_block(index, region, mask.astype(np.uint8), prob_out, counts, labels)
-    return {k: v for k, v in counts.items() if np.ndim(v) == 0}
+    record = output.write_block(index, region, mask.astype(np.uint8), prob_out, counts, labels)
+    # The client keeps every record in its table (volseg.store.RunTable).
+    return index, record
 
 
 def _resolve_model(model: Any, device: str) -> tuple[str, str, dict, Any]:
@@ -581,9 +586,12 @@ def _local_threads(device: torch.device) -> tuple[int, int]:
     return cores, 1
 
 
-def _run_tasks(tasks: list, client: Any, n_threads: int, progress: bool) -> list[dict]:
+def _run_tasks(
+    tasks: list, client: Any, n_threads: int, progress: bool, on_result: Any = None
+) -> list:
     if not tasks:
         return []
+    on_result = on_result or (lambda result: None)
     if client is not None:
         from distributed import as_completed
 
@@ -595,6 +603,7 @@ def _run_tasks(tasks: list, client: Any, n_threads: int, progress: bool) -> list
             # raises in this thread instead of leaving the loop waiting.
             for future in as_completed(futures):
                 results.append(future.result())
+                on_result(results[-1])
                 bar.update(1)
         return results
     callbacks = []
@@ -602,6 +611,7 @@ def _run_tasks(tasks: list, client: Any, n_threads: int, progress: bool) -> list
         from tqdm.dask import TqdmCallback
 
         callbacks.append(TqdmCallback(desc="segment", unit="task"))
+    callbacks.append(_ResultCallback(on_result))
     from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(n_threads, thread_name_prefix="volseg")
@@ -614,6 +624,18 @@ def _run_tasks(tasks: list, client: Any, n_threads: int, progress: bool) -> list
         # On failure, let running blocks finish (they write whole chunks and their done
         # flags) and drop queued ones, so nothing is still writing once segment() returns.
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _ResultCallback(Callback):
+    """Hands each block's result to the client as it arrives (local scheduler)."""
+
+    def __init__(self, on_result: Any) -> None:
+        super().__init__()
+        self.on_result = on_result
+
+    def _posttask(self, key, result, dsk, state, worker_id) -> None:
+        if isinstance(key, str) and key.startswith("volseg-block-"):
+            self.on_result(result)
 
 
 def _cluster_has_gpus(client: Any) -> bool:
@@ -647,6 +669,8 @@ def _prepare_output(
 
         out = zarr.storage.MemoryStore()
     if vio.output_exists(out):
+        # Never two writers: a live run's output is refused, also with resume/overwrite.
+        store.refuse_live_lease(out)
         if resume:
             output = vio.open_output(out, mode="r+")
             previous = output.attrs.get("parameters", {})
@@ -667,6 +691,7 @@ def _prepare_output(
                     "start again."
                 )
             output.ensure_flag("refined")  # outputs written before refinement existed
+            store.Lease.acquire(out)  # released when segment() returns or raises
             return output, True
         if not overwrite:
             raise FileExistsError(
@@ -683,8 +708,10 @@ def _prepare_output(
         has_truth=params["has_truth"],
         phases=params["phases"],
         confusion=params["confusion"],
+        stored_chunks=params["stored_chunks"],
         **spacing,
     )
+    store.Lease.acquire(out)
     return output, False
 
 
@@ -816,6 +843,7 @@ def _summary(
     return summary
 
 
+@store.holds_leases
 def segment(
     scan: Any,
     model: Any,
@@ -847,6 +875,7 @@ def segment(
     backend: str = "auto",
     allow_missing_chunks: bool = False,
     min_size: int | str = 0,
+    shards: tuple[int, int, int] | None = None,
 ) -> SegmentationResult:
     """Segment Ni in a 3D scan with a tiled 2D U-Net and write the mask to Zarr.
 
@@ -951,6 +980,12 @@ def segment(
         (:func:`volseg.cleanup.remove_small_components`, chunk-invariant);
         0 (default) keeps the network's output. The per-chunk stats describe
         the output before the clean-up; ``summary["cleanup"]`` reports it.
+    shards : tuple of 3 int, optional
+        Store ``mask``, ``labels`` and ``prob`` with Zarr v3 sharding: each shard of this
+        shape is one processing block (one task writes it whole, no two tasks share
+        one), and ``chunks`` is the chunk inside it that readers fetch; shards must be
+        whole multiples of ``chunks``. One stored file per block instead of one per
+        chunk (see ``docs/output-format.md``).
 
     Returns
     -------
@@ -1024,6 +1059,11 @@ def segment(
         chunks = plane_blocks(volume.shape, volume.chunks)
     else:
         chunks = choose_chunks(volume.shape, volume.chunks, **(DEEP_BLOCKS if deep else {}))
+    stored_chunks = None
+    if shards is not None:
+        shards = store.validate_shards(shards, chunks, volume.shape)
+        # The shard is the processing block; the chunk is what readers fetch inside it.
+        chunks, stored_chunks = shards, chunks
     prob_dtype = PROB_DTYPES.get(save_prob) if save_prob else None
     params = {
         "shape": list(volume.shape),
@@ -1048,6 +1088,12 @@ def segment(
         "backend": run_backend,
         "grid": _grid_record(plane_grid(volume.shape[1:], tile, overlap, batch_size)),
         "min_size": min_size,
+        # Sharded: each shard (the block, "chunks" above) holds chunks of "stored_chunks".
+        "shards": (
+            {"shard": list(chunks), "stored_chunks": list(stored_chunks)}
+            if stored_chunks is not None
+            else None
+        ),
     }
     attrs = {
         "version": __version__,
@@ -1070,7 +1116,12 @@ def segment(
         out,
         volume,
         truth_volume,
-        {**params, "chunks": tuple(chunks), "confusion": truth_phases is not None},
+        {
+            **params,
+            "chunks": tuple(chunks),
+            "confusion": truth_phases is not None,
+            "stored_chunks": stored_chunks,
+        },
         attrs,
         overwrite,
         resume,
@@ -1103,7 +1154,8 @@ def segment(
         backend=run_backend,
         check_chunks=not allow_missing_chunks and volume.direct,
     )
-    stats = output.read_stats() if reused else None
+    run_table = store.RunTable(output, reused)
+    stats = run_table.stats() if reused else None
     selected = [
         (index, region)
         for index, region in _block_grid(volume.shape, chunks)
@@ -1119,10 +1171,13 @@ def segment(
     n_threads, torch_threads = _local_threads(torch_device)
     with _torch_threads(torch_threads if client is None else None):
         tasks = _block_tasks(selected, volume, truth_volume, settings, output, refine=False)
-        _run_tasks(tasks, client, n_threads, progress)
+        try:
+            _run_tasks(tasks, client, n_threads, progress, run_table.note)
+        finally:
+            run_table.flush()
         refined = []
         if refine is not None:
-            stats = output.read_stats()
+            stats = run_table.stats()
             refined = [
                 (index, region)
                 for index, region in _block_grid(volume.shape, chunks)
@@ -1132,11 +1187,15 @@ def segment(
             log.info("refining %d chunks with axes='zyx', tta=True", len(refined))
             fine = dataclasses.replace(settings, axes="zyx", tta=True)
             tasks = _block_tasks(refined, volume, truth_volume, fine, output, refine=True)
-            _run_tasks(tasks, client, n_threads, progress)
+            run_table.clear([index for index, _ in refined])
+            try:
+                _run_tasks(tasks, client, n_threads, progress, run_table.note)
+            finally:
+                run_table.flush()
     seconds = time.perf_counter() - started
 
     has_truth = truth is not None
-    stats = output.read_stats()
+    stats = run_table.stats()
     table = stats_table(output, stats)
     if not bool(table["done"].all()):
         raise RuntimeError(
