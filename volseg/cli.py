@@ -394,6 +394,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-ema", action="store_true", help="validate and save the raw weights")
     p.add_argument(
+        "--context",
+        type=int,
+        default=0,
+        help="through-plane context (2.5D): K neighbouring slices per side as extra input "
+        "channels (0: plain 2D); segment reads it from the checkpoint",
+    )
+    p.add_argument(
         "--max-time",
         default=None,
         help="wall-time budget, e.g. 2h, 90m, 1h30m or seconds: stop in time with the best "
@@ -507,6 +514,7 @@ def _run_train(args: argparse.Namespace) -> int:
         grad_clip=args.grad_clip,
         ema_decay=None if args.no_ema else args.ema_decay,
         max_time=args.max_time,
+        context=args.context,
     )
     csv, png = history_paths(result.path)
     score = "Ni IoU" if result.config["classes"] == 1 else "mean IoU over the phases"

@@ -156,6 +156,14 @@ def _read_crop(array: Any, z: int, y0: int, x0: int, tile: int) -> np.ndarray:
     return block[np.ix_(ys - ys.min(), xs - xs.min())]
 
 
+def _read_planes(array: Any, z: int, y0: int, x0: int, tile: int, context: int) -> np.ndarray:
+    """The crop of slice ``z``; with ``context`` its neighbours too, ``(2k+1, tile, tile)``."""
+    if not context:
+        return _read_crop(array, z, y0, x0, tile)
+    planes = tiling.through_plane_index(z, z + 1, array.shape[0], context)
+    return np.stack([_read_crop(array, int(plane), y0, x0, tile) for plane in planes])
+
+
 class _Crops:
     """Random training crops and fixed validation tiles.
 
@@ -180,13 +188,15 @@ class _Crops:
         self.normalisation = normalisation
         self.phases = phases
         self.ignore_label = ignore_label
+        self.context = 0  # through-plane neighbours per side read with every crop
         weights = np.array(
             [(p.train_z[1] - p.train_z[0]) * np.prod(p.image.shape[1:]) for p in pairs]
         )
         self.train_weights = weights / weights.sum()
 
     def _pair_crop(self, pair: _Pair, z: int, y0: int, x0: int) -> tuple[np.ndarray, np.ndarray]:
-        image = vmodel.normalise(_read_crop(pair.image, z, y0, x0, self.tile), self.normalisation)
+        raw = _read_planes(pair.image, z, y0, x0, self.tile, self.context)
+        image = vmodel.normalise(raw, self.normalisation)
         labels = _read_crop(pair.labels, z, y0, x0, self.tile)
         if self.phases is None:
             target = (labels == self.ni_label).astype(np.float32)
@@ -213,13 +223,13 @@ class _Crops:
         return vmodel.fit_normalisation(np.concatenate(samples))
 
     def random_batch(self, rng: np.random.Generator, size: int, augment: bool):
-        images = np.empty((size, 1, self.tile, self.tile), np.float32)
+        images = np.empty((size, 2 * self.context + 1, self.tile, self.tile), np.float32)
         targets = []
         for i in range(size):
             image, target = self._pair_crop(*self.random_position(rng))
             if augment:
                 image, target = _augment(image, target, rng)
-            images[i, 0] = image
+            images[i] = image
             targets.append(target)
         return torch.from_numpy(images), torch.from_numpy(self._stack(targets))
 
@@ -246,15 +256,24 @@ class _Crops:
             targets.append(target)
         if not images:
             return None
-        return torch.from_numpy(np.stack(images)[:, None]), torch.from_numpy(self._stack(targets))
+        stacked = np.stack(images)
+        if stacked.ndim == 3:
+            stacked = stacked[:, None]
+        return torch.from_numpy(stacked), torch.from_numpy(self._stack(targets))
 
 
 def _augment(image: np.ndarray, target: np.ndarray, rng: np.random.Generator):
-    """Flips, 90-degree rotations (mask stays binary: no interpolation), intensity jitter."""
+    """Flips, 90-degree rotations (mask stays binary: no interpolation), intensity jitter.
+
+    An image with through-plane context ``(2k+1, T, T)`` turns in-plane alike, and its
+    slice order is reversed half of the time (a mirror along z).
+    """
     k = int(rng.integers(4))
-    image, target = np.rot90(image, k), np.rot90(target, k)
+    image, target = np.rot90(image, k, axes=(-2, -1)), np.rot90(target, k, axes=(-2, -1))
     if rng.random() < 0.5:
-        image, target = image[:, ::-1], target[:, ::-1]
+        image, target = image[..., ::-1], target[..., ::-1]
+    if image.ndim == 3 and rng.random() < 0.5:
+        image = image[::-1]
     scale = 1.0 + rng.uniform(-0.1, 0.1)
     shift = rng.uniform(-0.05, 0.05)
     return np.ascontiguousarray(image * scale + shift), np.ascontiguousarray(target)
@@ -458,6 +477,7 @@ def train(
     grad_clip: float | None = 1.0,
     ema_decay: float | None = 0.999,
     max_time: str | float | None = None,
+    context: int = 0,
 ) -> TrainResult:
     """Train (fine-tune) the Ni U-Net on labelled volumes.
 
@@ -537,6 +557,11 @@ def train(
         Wall-time budget such as ``"2h"``, ``"90m"``, ``"1h30m"`` or seconds: training
         stops in time to validate and save (the best checkpoint stays), and
         ``resume_from`` continues the schedule later.
+    context : int
+        Through-plane context (2.5D): each crop is given with its ``context``
+        neighbouring slices on either side as extra input channels (mirrored at the
+        volume's z border), ``2 * context + 1`` in all. Recorded in the checkpoint's
+        config; :func:`volseg.segment` reads it from there. 0: plain 2D slices.
 
     Returns
     -------
@@ -566,6 +591,10 @@ def train(
     _validate_split(val_gap, val_tiles)
     _validate_stability(weight_decay, warmup, grad_clip, ema_decay)
     time_budget = optim.parse_duration(max_time)
+    if isinstance(context, bool) or not isinstance(context, int) or context < 0:
+        raise ValueError(
+            f"context={context!r} must be a whole number of neighbouring slices >= 0, e.g. 1."
+        )
     requested_loss = loss
     if phases is not None and classes == 1:
         raise ValueError(
@@ -622,6 +651,7 @@ def train(
             decoder_channels=decoder_channels or [256, 128, 64, 32, 16][:encoder_depth],
             normalisation=crops.sample_normalisation(rng),
             classes=int(classes),
+            context=context,
             labels=(
                 {"ni_label": 1, "names": {"0": "background", "1": "Ni"}}
                 if phases is None
@@ -636,6 +666,7 @@ def train(
         # The resumed weights are the best so far until an epoch beats them.
         vmodel.save_checkpoint(network, config, out, training=previous.training, overwrite=True)
     crops.normalisation = config["normalisation"]
+    crops.context = vmodel.model_context(config)
     validation = crops.validation_tiles(val_tiles, np.random.default_rng(seed + 1))
     if validation is None:
         raise ValueError("no validation tiles: increase val_fraction or give more slices.")
