@@ -426,6 +426,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="label value of unlabelled voxels (partly labelled slices), left out of the loss",
     )
+    p.add_argument(
+        "--labelled-slices",
+        nargs="+",
+        default=None,
+        metavar="Z",
+        help="sparse labels: the labelled z-slices (e.g. 0 40 80-83); training crops and "
+        "validation use only these",
+    )
     p.add_argument("--no-augment", action="store_true", help="no flips/rotations/jitter")
     p.add_argument(
         "--val-fraction",
@@ -465,6 +473,22 @@ def _phases(items: list[str] | None) -> dict[str, float] | None:
             raise ValueError(f"--phases {item!r}: write NAME=VALUE, e.g. pore=0 ysz=1 ni=2.")
         phases[name] = number
     return phases
+
+
+def _slice_list(items: list[str] | None) -> list[int] | None:
+    """``["0", "40", "80-83"]`` -> ``[0, 40, 80, 81, 82, 83]`` (ranges inclusive)."""
+    if items is None:
+        return None
+    slices: list[int] = []
+    for item in items:
+        for part in item.split(","):
+            first, sep, last = part.partition("-")
+            if not first.isdigit() or (sep and not last.isdigit()):
+                raise ValueError(
+                    f"--labelled-slices {item!r}: give slice indices or ranges, e.g. 0 40 80-83."
+                )
+            slices.extend(range(int(first), int(last or first) + 1))
+    return slices
 
 
 def _training_pairs(volumes: list[str]) -> tuple[list[str], list[str]]:
@@ -515,6 +539,7 @@ def _run_train(args: argparse.Namespace) -> int:
         ema_decay=None if args.no_ema else args.ema_decay,
         max_time=args.max_time,
         context=args.context,
+        labelled_slices=_slice_list(args.labelled_slices),
     )
     csv, png = history_paths(result.path)
     score = "Ni IoU" if result.config["classes"] == 1 else "mean IoU over the phases"
