@@ -483,6 +483,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-ema", action="store_true", help="validate and save the raw weights")
     p.add_argument(
+        "--context",
+        type=int,
+        default=0,
+        help="through-plane context (2.5D): K neighbouring slices per side as extra input "
+        "channels (0: plain 2D); segment reads it from the checkpoint",
+    )
+    p.add_argument(
         "--max-time",
         default=None,
         help="wall-time budget, e.g. 2h, 90m, 1h30m or seconds: stop in time with the best "
@@ -507,6 +514,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         type=_label,
         default=None,
         help="label value of unlabelled voxels (partly labelled slices), left out of the loss",
+    )
+    p.add_argument(
+        "--labelled-slices",
+        nargs="+",
+        default=None,
+        metavar="Z",
+        help="sparse labels: the labelled z-slices (e.g. 0 40 80-83); training crops and "
+        "validation use only these",
     )
     p.add_argument("--no-augment", action="store_true", help="no flips/rotations/jitter")
     p.add_argument(
@@ -554,6 +569,22 @@ def _phases(items: list[str] | None) -> dict[str, float] | None:
             raise ValueError(f"--phases {item!r}: write NAME=VALUE, e.g. pore=0 ysz=1 ni=2.")
         phases[name] = number
     return phases
+
+
+def _slice_list(items: list[str] | None) -> list[int] | None:
+    """``["0", "40", "80-83"]`` -> ``[0, 40, 80, 81, 82, 83]`` (ranges inclusive)."""
+    if items is None:
+        return None
+    slices: list[int] = []
+    for item in items:
+        for part in item.split(","):
+            first, sep, last = part.partition("-")
+            if not first.isdigit() or (sep and not last.isdigit()):
+                raise ValueError(
+                    f"--labelled-slices {item!r}: give slice indices or ranges, e.g. 0 40 80-83."
+                )
+            slices.extend(range(int(first), int(last or first) + 1))
+    return slices
 
 
 def _training_pairs(volumes: list[str]) -> tuple[list[str], list[str]]:
@@ -604,6 +635,8 @@ def _run_train(args: argparse.Namespace) -> int:
         ema_decay=None if args.no_ema else args.ema_decay,
         max_time=args.max_time,
         precision=args.precision,
+        context=args.context,
+        labelled_slices=_slice_list(args.labelled_slices),
     )
     csv, png = history_paths(result.path)
     score = "Ni IoU" if result.config["classes"] == 1 else "mean IoU over the phases"

@@ -167,6 +167,7 @@ class _Settings:
     loaded: Any = None  # a LoadedModel given in memory (local scheduler only)
     precision: str = "fp32"  # resolved: "fp32" | "bf16" | "fp16"
     backend: str = "torch"  # resolved: "torch" | "openvino" | "onnxruntime"
+    context: int = 0  # the model's through-plane neighbours per side (2.5D)
 
     @property
     def ni_class(self) -> int | None:
@@ -227,6 +228,16 @@ def _block_plan(settings: _Settings, region: tuple[slice, slice, slice]) -> _Blo
     hi = [sl.stop for sl in region]
     for axis in settings.axes:
         order = AXIS_ORDER[axis]
+        if settings.context:
+            # Through-plane context: k more planes per side, mirrored inside the volume.
+            across = tiling.through_plane_index(
+                region[order[0]].start,
+                region[order[0]].stop,
+                settings.shape[order[0]],
+                settings.context,
+            )
+            lo[order[0]] = min(lo[order[0]], int(across.min()))
+            hi[order[0]] = max(hi[order[0]], int(across.max()) + 1)
         a, b = (region[order[1]], region[order[2]])
         plan = tiling.reflected_read_plan(
             _axis_grid(settings, axis), (a.start, a.stop), (b.start, b.stop), settings.pad
@@ -355,8 +366,14 @@ def _block_probability(
     total = None
     for axis, read_plan in plan.plans:
         order = AXIS_ORDER[axis]
-        sub = [slice(None)] * 3
+        sub: list[Any] = [slice(None)] * 3
         sub[order[0]] = _relative(region[order[0]], plan.box[order[0]])
+        if settings.context:
+            plane = region[order[0]]
+            across = tiling.through_plane_index(
+                plane.start, plane.stop, settings.shape[order[0]], settings.context
+            )
+            sub[order[0]] = across - plan.box[order[0]].start
         sub[order[1]] = _relative(read_plan.y_read, plan.box[order[1]])
         sub[order[2]] = _relative(read_plan.x_read, plan.box[order[2]])
         window = tiling.apply_read_plan(read_plan, box[tuple(sub)].transpose(order))
@@ -371,6 +388,7 @@ def _block_probability(
             blend=settings.blend,
             batch_size=tiles_per_batch(settings.batch_size, grid.tile),
             channels=channels,
+            context=settings.context,
         )
         back = tuple(int(i) for i in np.argsort(order))
         if channels is not None:
@@ -1153,6 +1171,7 @@ def segment(
         precision=run_precision,
         backend=run_backend,
         check_chunks=not allow_missing_chunks and volume.direct,
+        context=vmodel.model_context(config),
     )
     run_table = store.RunTable(output, reused)
     stats = run_table.stats() if reused else None

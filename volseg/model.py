@@ -41,6 +41,7 @@ __all__ = [
     "file_sha256",
     "fit_normalisation",
     "load_checkpoint",
+    "model_context",
     "model_phases",
     "normalise",
     "parse_device",
@@ -65,7 +66,9 @@ def default_config(**overrides: Any) -> dict[str, Any]:
     **overrides
         Any key of the configuration: ``arch``, ``encoder``, ``in_channels``,
         ``classes``, ``tile``, ``encoder_depth``, ``decoder_channels``,
-        ``normalisation`` (dict with ``low``, ``high``) and ``labels``. With
+        ``normalisation`` (dict with ``low``, ``high``), ``labels`` and ``context``
+        (through-plane neighbours per side given as extra input channels, 2.5D;
+        ``in_channels`` is then ``2 * context + 1``). With
         ``classes=3`` and no ``labels``, the phases are ``{"pore": 0, "ysz": 1,
         "ni": 2}``; a multi-class model always names its phases in
         ``labels={"phases": {name: label value}}`` and must include ``"ni"``.
@@ -91,6 +94,7 @@ def default_config(**overrides: Any) -> dict[str, Any]:
         "decoder_channels": [256, 128, 64, 32, 16],
         "normalisation": {"method": "fixed", "low": 0.0, "high": 1.0},
         "labels": {"ni_label": 1, "names": {"0": "background", "1": "Ni"}},
+        "context": 0,
     }
     unknown = set(overrides) - set(config)
     if unknown:
@@ -98,6 +102,8 @@ def default_config(**overrides: Any) -> dict[str, Any]:
             f"unknown model config key(s) {sorted(unknown)}; known keys are {sorted(config)}."
         )
     config.update(copy.deepcopy(overrides))
+    if "in_channels" not in overrides:
+        config["in_channels"] = 2 * int(config["context"]) + 1
     if config["classes"] == len(DEFAULT_PHASES) and "labels" not in overrides:
         config["labels"] = {"phases": dict(DEFAULT_PHASES)}
     _validate_config(config)
@@ -135,6 +141,14 @@ def _validate_config(config: dict[str, Any]) -> None:
             raise ValueError(
                 f"model phases {phases!r} must include 'ni' (the phase volseg scores)."
             )
+    context = config.get("context", 0)
+    if isinstance(context, bool) or not isinstance(context, int) or context < 0:
+        raise ValueError(f"model context={context!r} must be a whole number of slices >= 0.")
+    if context and int(config.get("in_channels", 1)) != 2 * context + 1:
+        raise ValueError(
+            f"model in_channels={config.get('in_channels')!r} does not fit context={context}: "
+            f"a slice and {context} neighbours per side are {2 * context + 1} channels."
+        )
     depth = int(config["encoder_depth"])
     channels = config["decoder_channels"]
     if not all(
@@ -165,6 +179,21 @@ def model_phases(config: dict[str, Any]) -> dict[str, int] | None:
     if int(config.get("classes", 1)) == 1:
         return None
     return {str(k): int(v) for k, v in config["labels"]["phases"].items()}
+
+
+def model_context(config: dict[str, Any]) -> int:
+    """Through-plane context of a model: neighbouring slices per side (0: plain 2D).
+
+    Checkpoints written before the setting existed have none.
+
+    Examples
+    --------
+    >>> model_context(default_config(context=2)), default_config(context=2)["in_channels"]
+    (2, 5)
+    >>> model_context({"in_channels": 1})
+    0
+    """
+    return int(config.get("context", 0))
 
 
 def _encoder_names() -> list[str]:
@@ -640,6 +669,9 @@ def normalise(raw: np.ndarray, normalisation: dict[str, Any]) -> np.ndarray:
 class TilePredictor:
     """Callable mapping a float32 numpy batch ``(B, T, T)`` to probabilities.
 
+    A model with through-plane context (``config["context"] = k``) takes
+    ``(B, 2k + 1, T, T)``: each tile and its neighbouring slices as channels.
+
     A binary model gives the Ni probability ``(B, T, T)`` (sigmoid); a multi-class
     model the per-class probabilities ``(B, C, T, T)`` (softmax over the classes).
 
@@ -693,7 +725,9 @@ class TilePredictor:
         The batch is copied (into pinned memory on CUDA), so the caller may refill its
         array at once. Pass the returned handle to :meth:`collect`.
         """
-        tensor = torch.from_numpy(np.array(batch, dtype=np.float32, copy=True))[:, None]
+        tensor = torch.from_numpy(np.array(batch, dtype=np.float32, copy=True))
+        if tensor.ndim == 3:
+            tensor = tensor[:, None]  # one input channel: the slice itself
         tensor = tensor.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             if self.device.type != "cuda":

@@ -46,6 +46,7 @@ __all__ = [
     "reflect_index",
     "reflected_read_plan",
     "stitch_block",
+    "through_plane_index",
 ]
 
 BLEND_MODES = ("gaussian", "constant")
@@ -354,6 +355,24 @@ def reflect_index(index: np.ndarray, size: int) -> np.ndarray:
     return np.where(folded >= size, period - folded, folded)
 
 
+def through_plane_index(start: int, stop: int, size: int, context: int) -> np.ndarray:
+    """Slices a block of planes ``[start, stop)`` reads with ``context`` neighbours per side.
+
+    A 2.5D model sees each plane together with its ``context`` neighbouring planes on
+    either side, as input channels; planes beyond the volume's border are mirrored
+    (numpy ``reflect``, about the volume's first and last plane, as in the plane).
+    Plane ``start + i`` is predicted from entries ``i .. i + 2 * context`` of the result.
+
+    Examples
+    --------
+    >>> through_plane_index(0, 3, 5, 2).tolist()
+    [2, 1, 0, 1, 2, 3, 4]
+    >>> through_plane_index(3, 5, 5, 1).tolist()
+    [2, 3, 4, 3]
+    """
+    return reflect_index(np.arange(start - context, stop + context), size)
+
+
 @dataclass(frozen=True)
 class ReadPlan:
     """How to build a mirrored window from one rectangular read of the volume.
@@ -548,6 +567,7 @@ def stitch_block(
     blend: str = "gaussian",
     batch_size: int = 16,
     channels: int | None = None,
+    context: int = 0,
 ) -> np.ndarray:
     """Predict every tile touching a block and blend them into the block's pixels.
 
@@ -573,12 +593,19 @@ def stitch_block(
     channels : int, optional
         The predictor returns ``(B, channels, tile, tile)`` (per-class
         probabilities) instead of ``(B, tile, tile)``; each channel is blended alike.
+    context : int
+        Through-plane context (2.5D): ``window`` holds ``context`` extra planes before
+        and after the block's planes (see :func:`through_plane_index`), and the
+        predictor receives ``(B, 2 * context + 1, tile, tile)``: each tile with the
+        same tile of its neighbouring planes, in plane order, the tile's own plane in
+        the middle. 0: ``(B, tile, tile)``.
 
     Returns
     -------
     numpy.ndarray
         float32 ``(Z, y_stop - y_start, x_stop - x_start)``: ``sum(w*p) / sum(w)``;
-        ``(channels, Z, ...)`` with ``channels``.
+        ``(channels, Z, ...)`` with ``channels``; ``Z`` is the window's planes less
+        ``2 * context``.
 
     Examples
     --------
@@ -591,10 +618,18 @@ def stitch_block(
     >>> out = stitch_block(window, grid, (10, 40), (0, 70), lambda t: t)
     >>> bool(np.allclose(out, volume[:, 10:40], rtol=1e-6))
     True
+
+    With one plane of context per side, a predictor taking the middle channel does too:
+
+    >>> planes = apply_read_plan(plan, volume[through_plane_index(0, 2, 2, 1)][:, plan.y_read])
+    >>> out = stitch_block(planes, grid, (10, 40), (0, 70), lambda t: t[:, 1], context=1)
+    >>> bool(np.allclose(out, volume[:, 10:40], rtol=1e-6))
+    True
     """
     tile = grid.tile
     weights = blend_window(tile, blend)
-    n_z = window.shape[0]
+    context = int(context)
+    n_z = window.shape[0] - 2 * context
     (y0, y1), (x0, x1) = y_range, x_range
     wy0 = grid.y.origin(grid.y.touching(y0, y1).start)
     wx0 = grid.x.origin(grid.x.touching(x0, x1).start)
@@ -628,8 +663,10 @@ def stitch_block(
     # Two batch buffers: with an asynchronous predictor (``submit``/``collect``, as
     # volseg.model.TilePredictor on CUDA) the next batch is cut while the device still
     # computes the previous one. Results are still blended in the fixed tile order.
+    planes = () if context == 0 else (2 * context + 1,)
     buffers = [
-        np.empty((min(batch_size, len(jobs)), tile, tile), dtype=np.float32) for _ in range(2)
+        np.empty((min(batch_size, len(jobs)), *planes, tile, tile), dtype=np.float32)
+        for _ in range(2)
     ]
     submit = getattr(predict, "submit", None)
     collect = getattr(predict, "collect", None)
@@ -652,7 +689,10 @@ def stitch_block(
         for b, j in enumerate(indices):
             z, i = jobs[j]
             (wy, wx), _, _ = crops[i]
-            batch[b] = window[z, wy : wy + tile, wx : wx + tile]
+            if context:
+                batch[b] = window[z : z + 2 * context + 1, wy : wy + tile, wx : wx + tile]
+            else:
+                batch[b] = window[z, wy : wy + tile, wx : wx + tile]
         if submit is None or collect is None:
             blend_into(indices, predict(batch[: len(indices)]))
             continue

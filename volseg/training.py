@@ -90,13 +90,31 @@ class _Pair:
     val_z: tuple[int, int]
     recorded_ni: float | None = None  # Ni value recorded in the labels' attrs
     recorded_phases: dict | None = None  # all phases recorded there
+    # Sparse labels: the labelled slices used for training / validation (None: the slabs).
+    train_slices: tuple[int, ...] | None = None
+    val_slices: tuple[int, ...] | None = None
+
+    def train_count(self) -> int:
+        if self.train_slices is not None:
+            return len(self.train_slices)
+        return self.train_z[1] - self.train_z[0]
+
+    def validation_planes(self) -> tuple[int, ...] | range:
+        return self.val_slices if self.val_slices is not None else range(*self.val_z)
+
+    def split(self) -> dict:
+        if self.train_slices is None:
+            return {"train_z": list(self.train_z), "val_z": list(self.val_z)}
+        return {"train_slices": list(self.train_slices), "val_slices": list(self.val_slices)}
 
 
 def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _open_pairs(images, labels, val_fraction: float, val_gap: int) -> list[_Pair]:
+def _open_pairs(
+    images, labels, val_fraction: float, val_gap: int, sparse: bool = False
+) -> list[_Pair]:
     images, labels = _as_list(images), _as_list(labels)
     if len(images) != len(labels):
         raise ValueError(
@@ -116,7 +134,7 @@ def _open_pairs(images, labels, val_fraction: float, val_gap: int) -> list[_Pair
         n_val = max(1, int(round(depth * val_fraction))) if val_fraction > 0 else 0
         gap = min(val_gap, max(0, depth - n_val - 1)) if n_val else 0
         n_train = depth - n_val - gap
-        if n_train < 1:
+        if n_train < 1 and not sparse:
             raise ValueError(
                 f"training image {image.source!r} has only {depth} slices: too few to hold out "
                 f"val_fraction={val_fraction} plus a gap of {val_gap} as a separate slab; give "
@@ -134,6 +152,78 @@ def _open_pairs(images, labels, val_fraction: float, val_gap: int) -> list[_Pair
             )
         )
     return pairs
+
+
+def _sparse_split(
+    pairs: list[_Pair], labelled_slices: Any, ignore_label: float | None, val_fraction: float
+) -> None:
+    """Train and validate on labelled slices only (given, or found by ``ignore_label``).
+
+    The last ``val_fraction`` of each volume's labelled slices (at least one) are held out
+    for validation; a volume with a single labelled slice trains and validates on it.
+    """
+    if labelled_slices is None and ignore_label is None:
+        return
+    if labelled_slices is not None:
+        per_volume = _labelled_per_volume(labelled_slices, len(pairs))
+    else:
+        per_volume = [_slices_with_labels(pair.labels, ignore_label) for pair in pairs]
+        if all(len(found) == pair.image.shape[0] for found, pair in zip(per_volume, pairs)):
+            return  # every slice holds labels: the ordinary slab split
+    for pair, slices in zip(pairs, per_volume):
+        depth = pair.image.shape[0]
+        slices = sorted({int(z) for z in slices})
+        bad = [z for z in slices if not 0 <= z < depth]
+        if bad:
+            raise ValueError(
+                f"labelled_slices {bad} lie outside training image {pair.name!r} "
+                f"({depth} slices, 0..{depth - 1}); give slice indices of that volume."
+            )
+        if not slices:
+            raise ValueError(
+                f"training labels of {pair.name!r} hold no labelled slice (every voxel is "
+                f"ignore_label={ignore_label!r}); label at least one slice."
+            )
+        if len(slices) == 1:
+            log.warning(
+                "only slice %d of %s is labelled: it is used for training and validation",
+                slices[0],
+                pair.name,
+            )
+            pair.train_slices = pair.val_slices = tuple(slices)
+            continue
+        n_val = min(len(slices) - 1, max(1, int(round(len(slices) * val_fraction))))
+        pair.train_slices, pair.val_slices = tuple(slices[:-n_val]), tuple(slices[-n_val:])
+
+
+def _labelled_per_volume(labelled_slices: Any, n_volumes: int) -> list[list[int]]:
+    values = list(labelled_slices)
+    if values and all(isinstance(v, (list, tuple, range, np.ndarray)) for v in values):
+        if len(values) != n_volumes:
+            raise ValueError(
+                f"labelled_slices has {len(values)} lists for {n_volumes} volume(s); give one "
+                "list of slice indices per volume, or one list for all."
+            )
+        return [list(v) for v in values]
+    if not values or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values
+    ):
+        raise ValueError(
+            f"labelled_slices={labelled_slices!r} must be slice indices, e.g. [0, 10, 20] "
+            "(or one such list per volume)."
+        )
+    return [values] * n_volumes
+
+
+def _slices_with_labels(labels: Any, ignore_label: float) -> list[int]:
+    """The z-slices holding at least one voxel that is not ``ignore_label``."""
+    if isinstance(labels, np.ndarray):
+        return np.flatnonzero((labels != ignore_label).any(axis=(1, 2))).tolist()
+    return [
+        z
+        for z in range(labels.shape[0])
+        if bool(np.any(vio.read_region(labels, (z, slice(None), slice(None))) != ignore_label))
+    ]
 
 
 def _maybe_cached(array: Any) -> Any:
@@ -154,6 +244,14 @@ def _read_crop(array: Any, z: int, y0: int, x0: int, tile: int) -> np.ndarray:
         array, (z, slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1))
     )
     return block[np.ix_(ys - ys.min(), xs - xs.min())]
+
+
+def _read_planes(array: Any, z: int, y0: int, x0: int, tile: int, context: int) -> np.ndarray:
+    """The crop of slice ``z``; with ``context`` its neighbours too, ``(2k+1, tile, tile)``."""
+    if not context:
+        return _read_crop(array, z, y0, x0, tile)
+    planes = tiling.through_plane_index(z, z + 1, array.shape[0], context)
+    return np.stack([_read_crop(array, int(plane), y0, x0, tile) for plane in planes])
 
 
 class _Crops:
@@ -180,13 +278,13 @@ class _Crops:
         self.normalisation = normalisation
         self.phases = phases
         self.ignore_label = ignore_label
-        weights = np.array(
-            [(p.train_z[1] - p.train_z[0]) * np.prod(p.image.shape[1:]) for p in pairs]
-        )
+        self.context = 0  # through-plane neighbours per side read with every crop
+        weights = np.array([p.train_count() * np.prod(p.image.shape[1:]) for p in pairs])
         self.train_weights = weights / weights.sum()
 
     def _pair_crop(self, pair: _Pair, z: int, y0: int, x0: int) -> tuple[np.ndarray, np.ndarray]:
-        image = vmodel.normalise(_read_crop(pair.image, z, y0, x0, self.tile), self.normalisation)
+        raw = _read_planes(pair.image, z, y0, x0, self.tile, self.context)
+        image = vmodel.normalise(raw, self.normalisation)
         labels = _read_crop(pair.labels, z, y0, x0, self.tile)
         if self.phases is None:
             target = (labels == self.ni_label).astype(np.float32)
@@ -198,7 +296,10 @@ class _Crops:
     def random_position(self, rng: np.random.Generator) -> tuple[_Pair, int, int, int]:
         """A random crop of the training slabs: (pair, z, y0, x0), weighted by their size."""
         pair = self.pairs[rng.choice(len(self.pairs), p=self.train_weights)]
-        z = int(rng.integers(*pair.train_z))
+        if pair.train_slices is not None:
+            z = int(pair.train_slices[rng.integers(len(pair.train_slices))])
+        else:
+            z = int(rng.integers(*pair.train_z))
         height, width = pair.image.shape[1:]
         y0 = int(rng.integers(0, max(1, height - self.tile + 1)))
         x0 = int(rng.integers(0, max(1, width - self.tile + 1)))
@@ -213,13 +314,13 @@ class _Crops:
         return vmodel.fit_normalisation(np.concatenate(samples))
 
     def random_batch(self, rng: np.random.Generator, size: int, augment: bool):
-        images = np.empty((size, 1, self.tile, self.tile), np.float32)
+        images = np.empty((size, 2 * self.context + 1, self.tile, self.tile), np.float32)
         targets = []
         for i in range(size):
             image, target = self._pair_crop(*self.random_position(rng))
             if augment:
                 image, target = _augment(image, target, rng)
-            images[i, 0] = image
+            images[i] = image
             targets.append(target)
         return torch.from_numpy(images), torch.from_numpy(self._stack(targets))
 
@@ -232,7 +333,7 @@ class _Crops:
         positions = []
         for index, pair in enumerate(self.pairs):
             grid = tiling.plane_grid(pair.image.shape[1:], self.tile, 0.0)
-            for z in range(*pair.val_z):
+            for z in pair.validation_planes():
                 for ky in range(grid.y.count):
                     for kx in range(grid.x.count):
                         positions.append((index, z, ky * self.tile, kx * self.tile))
@@ -246,15 +347,24 @@ class _Crops:
             targets.append(target)
         if not images:
             return None
-        return torch.from_numpy(np.stack(images)[:, None]), torch.from_numpy(self._stack(targets))
+        stacked = np.stack(images)
+        if stacked.ndim == 3:
+            stacked = stacked[:, None]
+        return torch.from_numpy(stacked), torch.from_numpy(self._stack(targets))
 
 
 def _augment(image: np.ndarray, target: np.ndarray, rng: np.random.Generator):
-    """Flips, 90-degree rotations (mask stays binary: no interpolation), intensity jitter."""
+    """Flips, 90-degree rotations (mask stays binary: no interpolation), intensity jitter.
+
+    An image with through-plane context ``(2k+1, T, T)`` turns in-plane alike, and its
+    slice order is reversed half of the time (a mirror along z).
+    """
     k = int(rng.integers(4))
-    image, target = np.rot90(image, k), np.rot90(target, k)
+    image, target = np.rot90(image, k, axes=(-2, -1)), np.rot90(target, k, axes=(-2, -1))
     if rng.random() < 0.5:
-        image, target = image[:, ::-1], target[:, ::-1]
+        image, target = image[..., ::-1], target[..., ::-1]
+    if image.ndim == 3 and rng.random() < 0.5:
+        image = image[::-1]
     scale = 1.0 + rng.uniform(-0.1, 0.1)
     shift = rng.uniform(-0.05, 0.05)
     return np.ascontiguousarray(image * scale + shift), np.ascontiguousarray(target)
@@ -459,6 +569,8 @@ def train(
     ema_decay: float | None = 0.999,
     max_time: str | float | None = None,
     precision: str = "fp32",
+    context: int = 0,
+    labelled_slices: Any = None,
 ) -> TrainResult:
     """Train (fine-tune) the Ni U-Net on labelled volumes.
 
@@ -542,6 +654,17 @@ def train(
         Autocast dtype of the training forward passes (weights, optimiser and loss stay
         float32; fp16 on CUDA with loss scaling); ``"auto"`` as in
         :func:`volseg.backends.resolve_precision`. Validation runs in float32.
+    context : int
+        Through-plane context (2.5D): each crop is given with its ``context``
+        neighbouring slices on either side as extra input channels (mirrored at the
+        volume's z border), ``2 * context + 1`` in all. Recorded in the checkpoint's
+        config; :func:`volseg.segment` reads it from there. 0: plain 2D slices.
+    labelled_slices : list of int, or one list per volume, optional
+        Sparse labels: only these z-slices are labelled. Training crops are drawn from
+        them alone and the last ``val_fraction`` of them (at least one) are held out
+        for validation; a single labelled slice is used for both. Without it, when
+        ``ignore_label`` is given and some slices hold nothing but ``ignore_label``, the
+        slices holding labels are found and used the same way.
 
     Returns
     -------
@@ -571,6 +694,10 @@ def train(
     _validate_split(val_gap, val_tiles)
     _validate_stability(weight_decay, warmup, grad_clip, ema_decay)
     time_budget = optim.parse_duration(max_time)
+    if isinstance(context, bool) or not isinstance(context, int) or context < 0:
+        raise ValueError(
+            f"context={context!r} must be a whole number of neighbouring slices >= 0, e.g. 1."
+        )
     requested_loss = loss
     if phases is not None and classes == 1:
         raise ValueError(
@@ -609,7 +736,8 @@ def train(
     scaler = torch.amp.GradScaler(enabled=autocast is torch.float16 and torch_device.type == "cuda")
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    pairs = _open_pairs(images, labels, val_fraction, val_gap)
+    pairs = _open_pairs(images, labels, val_fraction, val_gap, labelled_slices is not None)
+    _sparse_split(pairs, labelled_slices, ignore_label, val_fraction)
     if ni_label is None:
         ni_label = 1 if pairs[0].recorded_ni is None else pairs[0].recorded_ni
 
@@ -649,6 +777,7 @@ def train(
             decoder_channels=decoder_channels or [256, 128, 64, 32, 16][:encoder_depth],
             normalisation=crops.sample_normalisation(rng),
             classes=int(classes),
+            context=context,
             labels=(
                 {"ni_label": 1, "names": {"0": "background", "1": "Ni"}}
                 if phases is None
@@ -663,6 +792,7 @@ def train(
         # The resumed weights are the best so far until an epoch beats them.
         vmodel.save_checkpoint(network, config, out, training=previous.training, overwrite=True)
     crops.normalisation = config["normalisation"]
+    crops.context = vmodel.model_context(config)
     validation = crops.validation_tiles(val_tiles, np.random.default_rng(seed + 1))
     if validation is None:
         raise ValueError("no validation tiles: increase val_fraction or give more slices.")
@@ -674,9 +804,7 @@ def train(
             "check ni_label, or hold out slices that contain Ni (val_fraction)."
         )
     if steps_per_epoch is None:
-        train_pixels = sum(
-            (p.train_z[1] - p.train_z[0]) * np.prod(p.image.shape[1:]) for p in pairs
-        )
+        train_pixels = sum(p.train_count() * np.prod(p.image.shape[1:]) for p in pairs)
         crop = config["tile"]
         steps_per_epoch = int(np.clip(train_pixels / (batch_size * crop * crop), 4, 500))
 
@@ -720,7 +848,7 @@ def train(
         "images": [p.name for p in pairs],
         "ni_label": ni_label,
         "ignore_label": ignore_label,
-        "split": [{"train_z": list(p.train_z), "val_z": list(p.val_z)} for p in pairs],
+        "split": [p.split() for p in pairs],
         "encoder_weights": str(encoder_weights) if encoder_weights else None,
         "freeze_encoder": freeze_encoder,
         "loss": loss,

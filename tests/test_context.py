@@ -1,0 +1,215 @@
+"""Through-plane context (2.5D): neighbouring slices as input channels, mirrored in z."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import volseg
+from volseg import inference, tiling
+from volseg import io as vio
+from volseg import model as vmodel
+
+from .conftest import small_config
+
+RUN = {"tile": 64, "overlap": 0.25, "device": "cpu", "progress": False}
+
+
+@pytest.fixture(scope="module", params=[1, 2])
+def context_checkpoint(request, tmp_path_factory):
+    k = request.param
+    config = small_config(context=k)
+    assert config["in_channels"] == 2 * k + 1
+    path = tmp_path_factory.mktemp(f"ctx{k}") / "unet.pt"
+    return _random_checkpoint_with_context(path, config), k
+
+
+def _random_checkpoint_with_context(path, config):
+    """A seeded random-weight checkpoint with random BatchNorm statistics."""
+    torch.manual_seed(0)
+    network = vmodel.build_unet(config)
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+    return vmodel.save_checkpoint(network, config, path)
+
+
+def whole_volume_reference(image, loaded, k):
+    """The network on whole mirrored planes: np.pad(reflect) in z by k and in-plane."""
+    grid = tiling.plane_grid(image.shape[1:], 64, 0.25)
+    weights = tiling.blend_window(64).astype(np.float64)
+    pad = 80
+    volume = np.pad(
+        vmodel.normalise(image, loaded.config["normalisation"]),
+        ((k, k), (pad, pad), (pad, pad)),
+        mode="reflect",
+    )
+    depth = image.shape[0]
+    acc = np.zeros((depth, *volume.shape[1:]))
+    wsum = np.zeros(volume.shape[1:])
+    for ky in range(grid.y.count):
+        for kx in range(grid.x.count):
+            oy, ox = grid.y.origin(ky) + pad, grid.x.origin(kx) + pad
+            stack = np.stack([volume[z : z + 2 * k + 1] for z in range(depth)])
+            tiles = torch.from_numpy(stack[:, :, oy : oy + 64, ox : ox + 64].copy())
+            with torch.no_grad():
+                prob = torch.sigmoid(loaded.network(tiles))[:, 0].numpy()
+            acc[:, oy : oy + 64, ox : ox + 64] += weights * prob
+            wsum[oy : oy + 64, ox : ox + 64] += weights
+    inner = (slice(None), slice(pad, pad + image.shape[1]), slice(pad, pad + image.shape[2]))
+    return acc[inner] / wsum[inner[1:]]
+
+
+def test_context_blocks_match_a_whole_volume_reference_mirrored_in_z(
+    anode_arrays, context_checkpoint
+):
+    path, k = context_checkpoint
+    image, _ = anode_arrays  # 5 slices: with k=2 the first and last slices mirror 2 deep
+    loaded = vmodel.load_checkpoint(path)
+    expected = whole_volume_reference(image, loaded, k)
+    for chunks in [(1, 40, 50), (2, 90, 110), (5, 33, 64)]:
+        result = volseg.segment(image, model=path, chunks=chunks, save_prob="float32", **RUN)
+        np.testing.assert_allclose(result.prob[...], expected, atol=1e-5)
+        np.testing.assert_array_equal(result.mask[...], (expected > 0.5).astype(np.uint8))
+    # the slices around matter: the same network without its neighbours differs
+    flat = np.repeat(vmodel.normalise(image, loaded.config["normalisation"])[:, None], 2 * k + 1, 1)
+    with torch.no_grad():
+        alone = torch.sigmoid(loaded.network(torch.from_numpy(flat[:, :, :64, :64])))
+    assert not np.allclose(alone[:, 0].numpy()[:, 20:40, 20:40], expected[:, 20:40, 20:40])
+
+
+def test_predictor_receives_each_tile_with_its_neighbouring_slices(anode_arrays):
+    """stitch_block hands (N, 2k+1, t, t) batches to the predictor, slice in the middle."""
+    image, _ = anode_arrays
+    volume = image.astype(np.float32)
+    grid = tiling.plane_grid(volume.shape[1:], 64, 0.5)
+    plan = tiling.reflected_read_plan(grid, (10, 70), (0, 110))
+    seen = []
+
+    def predictor(batch):
+        seen.append(batch.shape)
+        return batch[:, 0] - batch[:, 2]  # the slice below minus the slice above
+
+    across = tiling.through_plane_index(1, 4, volume.shape[0], 1)
+    window = tiling.apply_read_plan(plan, volume[across][:, plan.y_read, plan.x_read])
+    out = tiling.stitch_block(window, grid, (10, 70), (0, 110), predictor, context=1)
+    assert {shape[1:] for shape in seen} == {(3, 64, 64)}
+    np.testing.assert_allclose(out, volume[0:3, 10:70] - volume[2:5, 10:70], atol=1e-2)
+
+
+def test_zyx_with_context_does_not_depend_on_chunks(anode_arrays, tmp_path):
+    image, _ = anode_arrays
+    config = small_config(context=1)
+    path = _random_checkpoint_with_context(tmp_path / "ctx.pt", config)
+    results = [
+        volseg.segment(image, model=path, chunks=chunks, axes="zyx", save_prob="float32", **RUN)
+        for chunks in [(5, 90, 110), (2, 40, 64)]
+    ]
+    np.testing.assert_allclose(results[0].prob[...], results[1].prob[...], atol=1e-5)
+
+
+def test_interrupted_context_run_resumes_to_the_same_result(scan_zarr, tmp_path, monkeypatch):
+    path = _random_checkpoint_with_context(tmp_path / "ctx.pt", small_config(context=1))
+    image = scan_zarr / "image"
+    reference = volseg.segment(
+        image, model=path, out=tmp_path / "ref.zarr", chunks=(2, 40, 40), **RUN
+    )
+    original = inference._segment_block
+
+    def crash_on_some_chunks(index, *args):
+        if index[0] == 1:
+            raise RuntimeError("simulated node failure")
+        return original(index, *args)
+
+    monkeypatch.setattr(inference, "_segment_block", crash_on_some_chunks)
+    out = tmp_path / "o.zarr"
+    with pytest.raises(RuntimeError, match="simulated node failure"):
+        volseg.segment(image, model=path, out=out, chunks=(2, 40, 40), **RUN)
+    done = vio.open_output(out).read_stats()["done"]
+    assert 0 < done.sum() < done.size
+    monkeypatch.setattr(inference, "_segment_block", original)
+    resumed = volseg.segment(image, model=path, out=out, chunks=(2, 40, 40), resume=True, **RUN)
+    assert resumed.summary["chunks_skipped"] == int(done.sum())
+    np.testing.assert_array_equal(resumed.mask[...], reference.mask[...])
+
+
+def test_each_task_reads_its_block_and_k_more_slices(anode_arrays, tmp_path):
+    config = small_config(context=2)
+    settings = inference._Settings(
+        shape=(40, 90, 110),
+        tile=64,
+        overlap=0.25,
+        blend="gaussian",
+        pad="reflect",
+        batch_size=4,
+        threshold=0.5,
+        ni_label=1,
+        normalisation=config["normalisation"],
+        model_path="",
+        model_sha256="",
+        device="cpu",
+        prob_dtype=None,
+        scan_name="s",
+        check_finite=False,
+        context=2,
+    )
+    inner = inference._block_plan(settings, (slice(10, 20), slice(0, 90), slice(0, 110)))
+    assert (inner.box[0].start, inner.box[0].stop) == (8, 22)
+    edge = inference._block_plan(settings, (slice(0, 10), slice(0, 90), slice(0, 110)))
+    assert (edge.box[0].start, edge.box[0].stop) == (0, 12)  # mirrored: slices 1, 2 reused
+
+
+def test_config_refuses_channels_that_do_not_fit_the_context():
+    with pytest.raises(ValueError, match="does not fit context=1"):
+        small_config(context=1, in_channels=2)
+    with pytest.raises(ValueError, match="context=-1"):
+        small_config(context=-1)
+    assert vmodel.model_context({"in_channels": 1}) == 0
+
+
+def test_training_crops_hold_the_neighbouring_slices_mirrored_at_the_border():
+    from volseg import training
+
+    volume = np.arange(4 * 40 * 50, dtype=np.float32).reshape(4, 40, 50)
+    padded = np.pad(volume, ((2, 2), (0, 0), (0, 0)), mode="reflect")
+    for z in range(4):
+        crop = training._read_planes(volume, z, 3, 5, 32, 2)
+        np.testing.assert_array_equal(crop, padded[z : z + 5, 3:35, 5:37])
+    rng = np.random.default_rng(1)
+    target = (rng.random((32, 32)) > 0.5).astype(np.float32)
+    for _ in range(10):
+        stack = np.stack([target * 0, target, target * 2])  # middle slice = the mask
+        image, augmented = training._augment(stack, target.copy(), rng)
+        assert image.shape == (3, 32, 32)
+        np.testing.assert_array_equal(image[1] > image[1].mean(), augmented > 0.5)
+        # the slice order is kept or reversed, never mixed
+        assert image[0].max() < image[2].max() or image[2].max() < image[0].max()
+
+
+def test_train_and_segment_with_context(tmp_path):
+    from volseg import synth
+
+    image, labels = synth.anode((10, 64, 64), seed=3, grain_sigma=4.0)
+    settings = {
+        "encoder": "resnet18",
+        "encoder_depth": 3,
+        "decoder_channels": [32, 16, 8],
+        "tile": 64,
+        "batch_size": 4,
+        "epochs": 1,
+        "steps_per_epoch": 2,
+        "device": "cpu",
+        "progress": False,
+        "val_tiles": 4,
+    }
+    result = volseg.train(image, labels, tmp_path / "c.pt", context=2, **settings)
+    loaded = vmodel.load_checkpoint(result.path)
+    assert loaded.config["context"] == 2 and loaded.config["in_channels"] == 5
+    out = volseg.segment(image, model=result.path, chunks=(3, 64, 64), truth=labels == 2, **RUN)
+    assert 0 <= out.summary["ni_iou"] <= 1
+    assert out.group.attrs["volseg"]["model"]["config"]["context"] == 2
+    with pytest.raises(ValueError, match="context=-1"):
+        volseg.train(image, labels, tmp_path / "bad.pt", context=-1, **settings)
