@@ -871,6 +871,7 @@ def measure(
     connectivity: int = 6,
     max_radius: int = 32,
     min_size: int | str = 0,
+    tortuosity: bool | Sequence[str] = False,
 ) -> dict[str, Any]:
     """Volume fraction, surface, connectivity and thickness of a segmented phase.
 
@@ -907,6 +908,11 @@ def measure(
         smaller than this, in voxels or a volume such as ``"0.5um3"``
         (:func:`volseg.cleanup.remove_small_components`, chunk-invariant);
         0 (default) measures the mask as it is.
+    tortuosity : bool or sequence of {"z", "y", "x"}
+        Also solve the tortuosity factor and effective diffusivity of the phase
+        along these axes (True: all three) with
+        :func:`volseg.transport.tortuosity` (out of core, one conjugate-gradient
+        solve per axis): ``tortuosity``, ``effective_diffusivity`` per axis.
 
     Returns
     -------
@@ -1016,6 +1022,10 @@ def measure(
         **_volume(shape, voxel_size),
     }
     result.update(_phase_measures(computed, voxel_size, result["total_voxels"]))
+    if tortuosity:
+        from .transport import phase_transport
+
+        result.update(phase_transport(phase.astype(np.uint8), voxel_size, 1, tortuosity))
     return result
 
 
@@ -1029,6 +1039,7 @@ def measure_phases(
     max_radius: int = 32,
     min_size: int | str = 0,
     faces: Mapping[str, Any] | None = None,
+    tortuosity: bool | Sequence[str] = False,
 ) -> dict[str, Any]:
     """Every phase of a three-phase label volume, and its triple-phase boundary.
 
@@ -1062,6 +1073,9 @@ def measure_phases(
         three phases belong to components touching the faces required for
         them, e.g. ``{"ysz": ["z-"], "ni": ["z+"], "pore": ["z+"]}``
         (:func:`volseg.tpb.active_tpb`).
+    tortuosity : bool or sequence of {"z", "y", "x"}
+        Also solve the tortuosity factor and effective diffusivity of every
+        phase along these axes (True: all three), as for :func:`measure`.
 
     Returns
     -------
@@ -1183,6 +1197,11 @@ def measure_phases(
     }
     result["phases"] = measures
     result.update(_tpb(edges, voxel_size, result["total_volume"]))
+    if tortuosity:
+        from .transport import phase_transport
+
+        for name, value in phases.items():
+            measures[name].update(phase_transport(volume, voxel_size, value, tortuosity))
     if faces is not None:
         from .tpb import active_tpb
 
