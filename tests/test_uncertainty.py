@@ -112,3 +112,38 @@ def test_measure_phases_tortuosity_matches_the_solver():
             assert measured is None
         else:
             assert measured == pytest.approx(solved["tortuosity"], rel=1e-5)
+
+
+def test_report_shows_error_bars_active_tpb_and_rev(three_phase_output, tmp_path):
+    from volseg.report import make_report
+
+    page = make_report(three_phase_output.path, html=tmp_path / "r.html")
+    text = page.read_text()
+    assert "±" in text and "active TPB density" in text
+    assert "Representative volume" in text
+    assert (tmp_path / "out_report" / "rev.png").is_file()
+
+
+@pytest.mark.parametrize("chunks", [(10, 22, 17), (4, 7, 6)])
+def test_rev_curve_full_volume_and_chunks_agree_with_measure(chunks):
+    from volseg.rev import rev_curve
+
+    rng = np.random.default_rng(5)
+    smooth = ndimage.gaussian_filter(rng.random((10, 22, 17)), 1.5)
+    labels = np.digitize(smooth, np.quantile(smooth, [0.3, 0.6])).astype(np.uint8)
+    curve = rev_curve(labels, (0.5, 1.0, 1.0), shares=(0.1, 0.5, 1.0), chunks=chunks, max_radius=2)
+    whole = measure_phases(labels, (0.5, 1.0, 1.0), max_radius=2)
+    last = curve["subvolumes"][-1]
+    assert last["share"] == 1.0 and last["fractions"] == whole["phase_fractions"]
+    assert last["tpb_density"] == pytest.approx(whole["tpb_density"])
+    assert [s["share"] for s in curve["subvolumes"]] == sorted(
+        s["share"] for s in curve["subvolumes"]
+    )
+    weights = []
+    for record in curve["per_chunk"]:
+        origin = record["origin"]
+        weights.append(np.prod([min(c, s - o) for c, s, o in zip(chunks, labels.shape, origin)]))
+    mean_ni = np.average([r["fractions"]["ni"] for r in curve["per_chunk"]], weights=weights)
+    assert mean_ni == pytest.approx(whole["phase_fractions"]["ni"])
+    other = rev_curve(labels, (0.5, 1.0, 1.0), shares=(0.1, 0.5, 1.0), max_radius=2)
+    assert other["subvolumes"] == curve["subvolumes"]

@@ -627,6 +627,16 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="leave out the microstructure table (fractions, surfaces, thickness, TPB)",
     )
+    p.add_argument(
+        "--no-rev", action="store_true", help="leave out the representative-volume figure"
+    )
+    p.add_argument(
+        "--tortuosity",
+        nargs="*",
+        choices=["z", "y", "x"],
+        default=None,
+        help="add the tortuosity factor of each phase along these axes (no value: all)",
+    )
     p.set_defaults(func=_run_report)
 
 
@@ -642,6 +652,8 @@ def _run_report(args: argparse.Namespace) -> int:
         ni_label=args.ni_label,
         voxel_size=tuple(args.voxel_size) if args.voxel_size else None,
         measures=not args.no_measures,
+        rev=not args.no_rev,
+        tortuosity=False if args.tortuosity is None else (tuple(args.tortuosity) or True),
     )
     print(f"report written to {page}")
     return 0
