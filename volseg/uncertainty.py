@@ -191,6 +191,11 @@ def measure_with_errors(
         kwargs = {"phases": phases}
         variants = decision_variants(group.prob, phases, shift)
     else:
+        if options.get("faces") is not None:
+            raise ValueError(
+                f"faces={options['faces']!r}: the active TPB needs a three-phase output; "
+                f"{group.path!r} holds a binary mask."
+            )
         if group.prob.ndim != 3:
             raise ValueError(
                 f"output {group.path!r} holds per-class probabilities but no labels; error "
