@@ -116,3 +116,22 @@ def test_segment_cleans_its_output(scan_zarr, checkpoint, checkpoint3, tmp_path,
         np.testing.assert_array_equal(clean.mask[...], expected.compute())
     assert clean.summary["cleanup"] == report
     assert any(report[key]["removed_voxels"] for key in report if key != "min_size_voxels")
+
+
+def test_measure_binary_min_size_and_cli_refusal(capsys):
+    from volseg.cli import main
+    from volseg.microstructure import measure
+
+    mask = np.zeros((8, 8, 8), dtype=np.uint8)
+    mask[:, :4] = 1
+    mask[6, 6, 6] = 1  # a stray voxel
+    mask[1, 1, 1] = 0  # a one-voxel hole
+    raw = measure(mask, max_radius=2)
+    cleaned = measure(mask, max_radius=2, min_size=2, chunks=(3, 5, 4))
+    assert raw["n_components"] == 2 and cleaned["n_components"] == 1
+    assert cleaned["phase_voxels"] == 8 * 8 * 4
+    assert cleaned["cleanup"]["1"]["removed_voxels"] == 1
+    assert cleaned["cleanup"]["0"]["removed_voxels"] == 1
+    with pytest.raises(SystemExit):
+        main(["measure", "x.zarr", "--min-size", "lots"])
+    assert "min_size='lots'" in capsys.readouterr().err

@@ -793,6 +793,16 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --html page")
     _allow_incomplete(p)
+    p.add_argument(
+        "--no-rev", action="store_true", help="leave out the representative-volume figure"
+    )
+    p.add_argument(
+        "--tortuosity",
+        nargs="*",
+        choices=["z", "y", "x"],
+        default=None,
+        help="add the tortuosity factor of each phase along these axes (no value: all)",
+    )
     p.set_defaults(func=_run_report)
 
 
@@ -810,6 +820,8 @@ def _run_report(args: argparse.Namespace) -> int:
         measures=not args.no_measures,
         overwrite=args.overwrite,
         allow_incomplete=args.allow_incomplete,
+        rev=not args.no_rev,
+        tortuosity=False if args.tortuosity is None else (tuple(args.tortuosity) or True),
     )
     print(f"report written to {page}")
     return 0
@@ -916,54 +928,92 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
         help="reassign connected components smaller than this (voxels, or a volume such as "
         "0.5um3) to the phase they share the most faces with (default 0: keep all)",
     )
+    p.add_argument(
+        "--tortuosity",
+        nargs="*",
+        choices=["z", "y", "x"],
+        default=None,
+        help="also solve the tortuosity factor and effective diffusivity of each phase along "
+        "these axes (no value: all three); out of core, one solve per phase and axis",
+    )
+    p.add_argument(
+        "--faces",
+        nargs="*",
+        metavar="PHASE=FACE[,FACE]",
+        default=None,
+        help="three-phase mode: also measure the active TPB, whose phases reach these faces "
+        "(z- is z = 0, z+ the last z); no value: ysz=z- ni=z+ pore=z+",
+    )
+    p.add_argument(
+        "--error-bars",
+        action="store_true",
+        help="MASK is an output group saved with --save-prob: add to every measure the "
+        "largest change over decisions shifted by --shift in probability",
+    )
+    p.add_argument(
+        "--shift",
+        type=float,
+        default=0.1,
+        help="decision shift for --error-bars (0.1: thresholds 0.4/0.6, or +-0.1 per class)",
+    )
     p.add_argument("--json", default=None, help="write the measures to this JSON file")
     _allow_incomplete(p)
     p.set_defaults(func=_run_measure)
+
+
+def _faces(values: list[str] | None) -> dict | None:
+    """--faces PHASE=FACE[,FACE] ... as {phase: [faces]}; no value: the defaults."""
+    if values is None:
+        return None
+    from .tpb import DEFAULT_FACES
+
+    if not values:
+        return dict(DEFAULT_FACES)
+    faces = {}
+    for item in values:
+        name, _, sides = item.partition("=")
+        if not name or not sides:
+            raise SystemExit(f"volseg measure: --faces {item!r} must read PHASE=FACE, e.g. ysz=z-")
+        faces[name] = sides.split(",")
+    return faces
 
 
 def _run_measure(args: argparse.Namespace) -> int:
     import json
 
     from .microstructure import measure, measure_phases
+    from .uncertainty import format_row, measure_with_errors, summary_rows
 
     voxel_size = tuple(args.voxel_size) if args.voxel_size else None
-    if args.phases is not None:
+    options = {
+        "connectivity": args.connectivity,
+        "max_radius": args.max_radius,
+        "min_size": args.min_size,
+        "allow_incomplete": args.allow_incomplete,
+    }
+    if args.tortuosity is not None:
+        options["tortuosity"] = tuple(args.tortuosity) or True
+    faces = _faces(args.faces)
+    if faces is not None:
+        options["faces"] = faces
+    if args.error_bars:
+        values = measure_with_errors(args.mask, voxel_size, shift=args.shift, **options)
+    elif args.phases is not None or faces is not None:
         values = measure_phases(
-            args.mask,
-            voxel_size=voxel_size,
-            phases=_phases(args.phases) or None,
-            connectivity=args.connectivity,
-            max_radius=args.max_radius,
-            allow_incomplete=args.allow_incomplete,
-            min_size=args.min_size,
+            args.mask, voxel_size=voxel_size, phases=_phases(args.phases) or None, **options
         )
     else:
-        values = measure(
-            args.mask,
-            voxel_size=voxel_size,
-            label=args.label,
-            connectivity=args.connectivity,
-            max_radius=args.max_radius,
-            allow_incomplete=args.allow_incomplete,
-            min_size=args.min_size,
-        )
+        values = measure(args.mask, voxel_size=voxel_size, label=args.label, **options)
     unit = values.get("unit") or ("the unit of --voxel-size" if voxel_size else "voxels")
     print(f"  lengths in {unit} (voxel size {values['voxel_size']})")
+    for row in summary_rows(values):
+        print(format_row(*row))
+    if "error_definition" in values:
+        print(f"  error bars: {values['error_definition']}")
+    skipped = {"phases", "errors", "active_tpb", "variants", "error_definition", "cleanup"}
     for key, value in values.items():
-        if isinstance(value, dict) and key == "phases":
-            for name, measures in value.items():
-                for sub_key in (
-                    "volume_fraction",
-                    "specific_surface_area",
-                    "n_components",
-                    "largest_component_fraction",
-                    "percolates",
-                    "thickness_mean",
-                ):
-                    text = _measure_text(measures.get(sub_key))
-                    print(f"  {name + ' ' + sub_key:<34} {text}")
-            continue
-        print(f"  {key:<34} {_measure_text(value)}")
+        if key not in skipped:
+            print(f"  {key:<34} {_measure_text(value)}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(values, handle, indent=2)

@@ -873,6 +873,7 @@ def measure(
     max_radius: int = 32,
     allow_incomplete: bool = False,
     min_size: int | str = 0,
+    tortuosity: bool | Sequence[str] = False,
 ) -> dict[str, Any]:
     """Volume fraction, surface, connectivity and thickness of a segmented phase.
 
@@ -913,6 +914,11 @@ def measure(
         smaller than this, in voxels or a volume such as ``"0.5um3"``
         (:func:`volseg.cleanup.remove_small_components`, chunk-invariant);
         0 (default) measures the mask as it is.
+    tortuosity : bool or sequence of {"z", "y", "x"}
+        Also solve the tortuosity factor and effective diffusivity of the phase
+        along these axes (True: all three) with
+        :func:`volseg.transport.tortuosity` (out of core, one conjugate-gradient
+        solve per axis): ``tortuosity``, ``effective_diffusivity`` per axis.
 
     Returns
     -------
@@ -1023,6 +1029,10 @@ def measure(
         **_volume(shape, voxel_size),
     }
     result.update(_phase_measures(computed, voxel_size, result["total_voxels"]))
+    if tortuosity and not (checked is not None and checked[0].missing):
+        from .transport import phase_transport
+
+        result.update(phase_transport(phase.astype(np.uint8), voxel_size, 1, tortuosity))
     if checked is not None and checked[0].missing:
         result = store.partial_measures(result, {"": phase}, *checked)
     return result
@@ -1039,6 +1049,7 @@ def measure_phases(
     allow_incomplete: bool = False,
     min_size: int | str = 0,
     faces: Mapping[str, Any] | None = None,
+    tortuosity: bool | Sequence[str] = False,
 ) -> dict[str, Any]:
     """Every phase of a three-phase label volume, and its triple-phase boundary.
 
@@ -1072,6 +1083,9 @@ def measure_phases(
         three phases belong to components touching the faces required for
         them, e.g. ``{"ysz": ["z-"], "ni": ["z+"], "pore": ["z+"]}``
         (:func:`volseg.tpb.active_tpb`).
+    tortuosity : bool or sequence of {"z", "y", "x"}
+        Also solve the tortuosity factor and effective diffusivity of every
+        phase along these axes (True: all three), as for :func:`measure`.
 
     Returns
     -------
@@ -1194,14 +1208,20 @@ def measure_phases(
     }
     result["phases"] = measures
     result.update(_tpb(edges, voxel_size, result["total_volume"]))
-    if checked is not None and checked[0].missing:
-        volumes = {name: volume == value for name, value in phases.items()}
-        result = store.partial_measures(result, volumes, *checked)
-    if faces is not None:
+    if tortuosity and not (checked is not None and checked[0].missing):
+        from .transport import phase_transport
+
+        for name, value in phases.items():
+            measures[name].update(phase_transport(volume, voxel_size, value, tortuosity))
+    incomplete = checked is not None and checked[0].missing
+    if faces is not None and not incomplete:
         from .tpb import active_tpb
 
         result["active_tpb"] = active_tpb(
             volume, voxel_size, phases=phases, faces=faces, connectivity=connectivity
         )
         result["active_tpb"]["unit"] = unit
+    if incomplete:
+        volumes = {name: volume == value for name, value in phases.items()}
+        result = store.partial_measures(result, volumes, *checked)
     return result

@@ -13,6 +13,7 @@ __all__ = [
     "fraction_profiles",
     "make_report",
     "phase_histograms",
+    "rev_figure",
     "slice_figure",
     "slices_figure",
     "training_curves",
@@ -263,6 +264,65 @@ def fraction_profiles(
     return _save(fig, Path(path))
 
 
+def rev_figure(curve: dict[str, Any], path: str | Path) -> Path:
+    """The representative-volume curves of :func:`volseg.rev.rev_curve`.
+
+    Left: phase fractions of the centred sub-volumes against their volume, with
+    the mean +/- one standard deviation over chunks at the chunk volume; right:
+    the TPB density (three phases) or the specific surface area (one phase).
+
+    Examples
+    --------
+    >>> from volseg.rev import rev_curve
+    >>> labels = np.random.default_rng(0).integers(0, 3, (8, 8, 8)).astype(np.uint8)
+    >>> curve = rev_curve(labels, shares=(1 / 8, 1.0), chunks=(4, 4, 4), max_radius=1)
+    >>> rev_figure(curve, getfixture("tmp_path") / "rev.png").is_file()
+    True
+    """
+    plt = _pyplot()
+    subvolumes = curve["subvolumes"]
+    volumes = np.array([s["volume"] for s in subvolumes])
+    unit = curve.get("unit") or "voxel"
+    chunk = curve["per_chunk"][0]
+    chunk_volume = volumes[-1] / subvolumes[-1]["share"] / max(1, len(curve["per_chunk"]))
+    colours = list(COLOURS.values())
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for colour, name in zip(colours, chunk["fractions"]):
+        left.plot(
+            volumes, [s["fractions"][name] for s in subvolumes], "o-", color=colour, label=name
+        )
+        per_chunk = [c["fractions"][name] for c in curve["per_chunk"]]
+        left.errorbar(
+            [chunk_volume], [np.mean(per_chunk)], yerr=[np.std(per_chunk)], fmt="s", color=colour
+        )
+    left.set_xscale("log")
+    left.set_xlabel(f"sub-volume ({unit}³)")
+    left.set_ylabel("volume fraction")
+    left.legend(fontsize="small")
+    if "tpb_density" in subvolumes[0]:
+        right.plot(volumes, [s["tpb_density"] for s in subvolumes], "o-", color=colours[0])
+        per_chunk = [c["tpb_density"] for c in curve["per_chunk"]]
+        right.errorbar(
+            [chunk_volume],
+            [np.mean(per_chunk)],
+            yerr=[np.std(per_chunk)],
+            fmt="s",
+            color=colours[0],
+        )
+        right.set_ylabel(f"TPB density ({unit}/{unit}³)")
+    else:
+        right.plot(
+            volumes,
+            [s["specific_surface_area"]["phase"] for s in subvolumes],
+            "o-",
+            color=colours[0],
+        )
+        right.set_ylabel(f"specific surface ({unit}⁻¹)")
+    right.set_xscale("log")
+    right.set_xlabel(f"sub-volume ({unit}³); squares: chunks, mean ± sd")
+    return _save(fig, Path(path))
+
+
 def phase_histograms(histograms: dict[str, np.ndarray], edges: np.ndarray, path) -> Path:
     """Grey-value histograms per phase (predicted, and true where truth exists).
 
@@ -303,6 +363,8 @@ def make_report(
     measures: bool = True,
     overwrite: bool = False,
     allow_incomplete: bool = False,
+    rev: bool = True,
+    tortuosity: bool | tuple[str, ...] = False,
 ) -> Path:
     """A self-contained HTML report (figures embedded) and its PNG files for an output.
 
@@ -335,6 +397,14 @@ def make_report(
     allow_incomplete : bool
         Report on an output whose run has not finished (refused by default): only its
         done chunks count, and the page says how many are missing.
+        computed chunk by chunk; with saved probabilities every number gets
+        an error bar (:func:`volseg.uncertainty.measure_with_errors`), and a
+        three-phase output its active TPB (:data:`volseg.tpb.DEFAULT_FACES`).
+    rev : bool
+        Add the representative-volume figure (:func:`volseg.rev.rev_curve`).
+    tortuosity : bool or tuple of {"z", "y", "x"}
+        Add the tortuosity factor of each phase along these axes (True: all);
+        one out-of-core solve per phase, axis and error-bar variant.
 
     Returns
     -------
@@ -445,8 +515,23 @@ def make_report(
         )
     )
     physical = (
-        _microstructure_rows(out, result, voxel_size, unit, allow_incomplete) if measures else ""
+        _microstructure_rows(out, result, voxel_size, unit, allow_incomplete, tortuosity)
+        if measures
+        else ""
     )
+    if measures and rev:
+        from .rev import rev_curve
+
+        has_labels = result.group is not None and "labels" in result.group
+        curve = rev_curve(
+            result.group["labels"] if has_labels else result.mask,
+            voxel_size,
+            label=None if has_labels else 1,
+            phases=result.group.attrs.get("volseg", {}).get("parameters", {}).get("phases")
+            if has_labels
+            else None,
+        )
+        figures.append(("Representative volume", rev_figure(curve, png_dir / "rev.png")))
     sample = np.asarray(image[::sample_step], dtype=np.float64)
     predicted = np.asarray(result.mask[::sample_step]).astype(bool)
     edges = np.linspace(*np.percentile(sample, [0.1, 99.9]), 129)
@@ -527,41 +612,78 @@ def make_report(
 
 
 def _microstructure_rows(
-    out: Any, result: Any, voxel_size, unit: str | None, allow_incomplete: bool = False
+    out: Any,
+    result: Any,
+    voxel_size,
+    unit: str | None,
+    allow_incomplete: bool = False,
+    tortuosity: Any = False,
 ) -> str:
     """The microstructure table of the report, every quantity with its physical unit."""
     import html as html_lib
 
     from .microstructure import measure, measure_phases
+    from .tpb import DEFAULT_FACES
+    from .uncertainty import measure_with_errors
 
     length = unit or ("unit" if voxel_size is not None else "voxel")
     has_labels = result.group is not None and "labels" in result.group
+    options = {"tortuosity": tortuosity, "allow_incomplete": allow_incomplete}
     if has_labels:
-        values = measure_phases(out, voxel_size=voxel_size, allow_incomplete=allow_incomplete)
-        phases = values["phases"]
+        options["faces"] = DEFAULT_FACES
+    if result.prob is not None and (has_labels or result.prob.ndim == 3):
+        values = measure_with_errors(out, voxel_size, **options)
+    elif has_labels:
+        values = measure_phases(out, voxel_size=voxel_size, **options)
     else:
-        values = measure(out, voxel_size=voxel_size, allow_incomplete=allow_incomplete)
-        phases = {"Ni": values}
+        values = measure(out, voxel_size=voxel_size, **options)
+    errors = values.get("errors") or {}
+    phases = values["phases"] if has_labels else {"Ni": values}
+    phase_errors = errors.get("phases", {}) if has_labels else {"Ni": errors}
+
+    def shown(value: Any, error: Any) -> str:
+        text = _fmt(value)
+        return text if error is None else f"{text} ± {error:.2g}"
+
     rows = [("voxel size (z, y, x)", f"{values['voxel_size']} {length}")]
     rows.append(("total volume", f"{_fmt(values['total_volume'])} {length}³"))
     for name, m in phases.items():
+        e = phase_errors.get(name) or {}
         rows += [
-            (f"{name} volume fraction", _fmt(m["volume_fraction"])),
+            (f"{name} volume fraction", shown(m["volume_fraction"], e.get("volume_fraction"))),
             (
                 f"{name} specific surface area (isotropic)",
-                f"{_fmt(m['specific_surface_area_isotropic'])} {length}⁻¹",
+                shown(
+                    m["specific_surface_area_isotropic"], e.get("specific_surface_area_isotropic")
+                )
+                + f" {length}⁻¹",
             ),
             (f"{name} mean thickness", f"{_fmt(m['thickness_mean'])} {length}"),
             (f"{name} largest component fraction", _fmt(m["largest_component_fraction"])),
             (f"{name} percolates (z, y, x)", str(m["percolates"])),
         ]
+        for axis, tau in (m.get("tortuosity") or {}).items():
+            error = (e.get("tortuosity") or {}).get(axis)
+            rows.append((f"{name} tortuosity factor {axis}", shown(tau, error)))
     if has_labels:
+        per_length = f" {length}/{length}³"
         rows.append(
-            ("TPB density (isotropic)", f"{_fmt(values['tpb_density'])} {length}/{length}³")
+            (
+                "TPB density (isotropic)",
+                shown(values["tpb_density"], errors.get("tpb_density")) + per_length,
+            )
         )
+        rows.append(("TPB density (edge count)", _fmt(values["tpb_density_edges"]) + per_length))
+        active = values["active_tpb"]
+        active_error = ((errors.get("active_tpb") or {}).get("active") or {}).get("density")
         rows.append(
-            ("TPB density (edge count)", f"{_fmt(values['tpb_density_edges'])} {length}/{length}³")
+            (
+                f"active TPB density (isotropic; faces {active['faces']})",
+                shown(active["active"]["density"], active_error) + per_length,
+            )
         )
+    if errors:
+        rows.append(("error bars", values["error_definition"]))
     cells = "".join(
         f"<tr><th>{html_lib.escape(k)}</th><td>{html_lib.escape(v)}</td></tr>" for k, v in rows
     )

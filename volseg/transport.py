@@ -34,6 +34,7 @@ without a solve.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import numbers
@@ -50,13 +51,20 @@ import numpy as np
 from . import io as vio
 from . import microstructure as ms
 
-__all__ = ["AXES", "diffusion_operator", "face_weights", "parse_memory", "tortuosity"]
+__all__ = [
+    "AXES",
+    "diffusion_operator",
+    "face_weights",
+    "parse_memory",
+    "phase_transport",
+    "tortuosity",
+]
 
 log = logging.getLogger(__name__)
 
 AXES = ("z", "y", "x")
-# x, r, p (two buffers), q in float64 and the diffusivity map in float32, per voxel.
-STATE_BYTES_PER_VOXEL = 5 * 8 + 4
+# x, r, p (two buffers), q, the diagonal in float64 and the diffusivity map in float32.
+STATE_BYTES_PER_VOXEL = 6 * 8 + 4
 DEFAULT_MEMORY_BUDGET = 2**30
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _BINARY_UNITS = {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
@@ -259,6 +267,7 @@ def _init_block(state, region, axis, voxel_size, shape) -> np.ndarray:
     residual = inlet - _apply(diag, couplings, x_outer)
     state["x"][region] = x_outer[_interior()]
     state["r"][region] = residual
+    state["diag"][region] = diag
     return _dots((residual, _jacobi(residual, diag)), (residual, residual), (inlet, inlet))
 
 
@@ -270,13 +279,12 @@ def _direction_block(
     The new direction goes to another array than the previous one (``current``,
     ``previous``): neighbouring tasks still read the previous one's halo.
     """
-    diffusivity = _read(state["D"], region, 2)
-    diag_outer = diffusion_operator(diffusivity, voxel_size, axis, _start(region, 1), shape)[0]
+    diag_outer = _read(state["diag"], region, 1)
     direction = _jacobi(_read(state["r"], region, 1), diag_outer)
     if beta:
         direction += beta * _read(state[previous], region, 1)
     diag = diag_outer[_interior()]
-    couplings = _couplings(diffusivity[_interior()], face_weights(voxel_size))
+    couplings = _couplings(_read(state["D"], region, 1), face_weights(voxel_size))
     product = _apply(diag, couplings, direction)
     own = direction[_interior()]
     state[current][region] = own
@@ -286,8 +294,7 @@ def _direction_block(
 
 def _update_block(state, region, axis, voxel_size, shape, alpha: float, current: str) -> np.ndarray:
     """x += alpha p, r -= alpha q on one chunk; r . M^-1 r and r . r."""
-    diffusivity = _read(state["D"], region, 1)
-    diag = diffusion_operator(diffusivity, voxel_size, axis, _start(region), shape)[0]
+    diag = _read(state["diag"], region, 0)
     solution = _read(state["x"], region, 0) + alpha * _read(state[current], region, 0)
     residual = _read(state["r"], region, 0) - alpha * _read(state["q"], region, 0)
     state["x"][region] = solution
@@ -308,8 +315,15 @@ def _on_faces(region: tuple[slice, ...], axis: int, shape: tuple[int, ...]) -> b
 
 
 def _each_block(kernel, state, regions, *args) -> np.ndarray:
-    """Run ``kernel`` on every chunk as dask tasks; the sum of their results."""
-    tasks = [dask.delayed(kernel, pure=False)(state, region, *args) for region in regions]
+    """Run ``kernel`` on every chunk as dask tasks; the sum of their results.
+
+    The arguments are bound with :func:`functools.partial` so that dask does not
+    walk into the Zarr arrays of ``state`` (dataclasses) when building the graph.
+    """
+    tasks = [
+        dask.delayed(functools.partial(kernel, state, region, *args), pure=False)()
+        for region in regions
+    ]
     return np.sum(dask.compute(*tasks), axis=0)
 
 
@@ -473,7 +487,7 @@ def tortuosity(
     max_iter : int, optional
         Conjugate-gradient iterations per axis; default ``20 * max(shape) + 100``.
     memory_budget : int or str
-        The iterates (44 bytes per voxel) stay in memory up to this size
+        The iterates (52 bytes per voxel) stay in memory up to this size
         (default 1 GiB), else in a temporary Zarr folder on disk.
     scratch : path, optional
         An existing folder in which to keep the iterates on disk whatever their
@@ -547,7 +561,7 @@ def tortuosity(
                 fill_value=0,
                 compressors=None,
             )
-            for name in ("D", "x", "r", "p0", "p1", "q")
+            for name in ("D", "diag", "x", "r", "p0", "p1", "q")
         }
         phase = diffusivity > 0
         summaries, links = ms._connectivity_graph(phase, 6)
@@ -599,3 +613,35 @@ def tortuosity(
     else:
         result["diffusivities"] = {str(k): v for k, v in diffusivities.items()}
     return result
+
+
+def phase_transport(
+    volume: Any,
+    voxel_size: Sequence[float],
+    label: float,
+    axes: Any = True,
+    **options: Any,
+) -> dict[str, Any]:
+    """Tortuosity factor and effective diffusivity per axis, as measure results hold them.
+
+    ``axes=True`` means all three. Other options go to :func:`tortuosity`.
+
+    Examples
+    --------
+    >>> channels = np.zeros((6, 6, 6), dtype=np.uint8)
+    >>> channels[:, ::2, ::2] = 1
+    >>> t = phase_transport(channels, (1.0, 1.0, 1.0), 1, axes=("z", "x"))
+    >>> round(t["tortuosity"]["z"], 6), t["tortuosity"]["x"], t["effective_diffusivity"]["x"]
+    (1.0, None, 0.0)
+    """
+    axes = AXES if axes is True else axes
+    solved = tortuosity(volume, voxel_size, label=label, axes=axes, **options)
+    return {
+        "tortuosity": {name: record["tortuosity"] for name, record in solved["axes"].items()},
+        "effective_diffusivity": {
+            name: record["effective_diffusivity"] for name, record in solved["axes"].items()
+        },
+        "tortuosity_converged": all(
+            record.get("converged", True) for record in solved["axes"].values()
+        ),
+    }

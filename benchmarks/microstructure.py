@@ -1,0 +1,255 @@
+"""Microstructure measures: TPB against labels with and without clean-up, tortuosity
+against TauFactor, and flat memory of the out-of-core solver.
+
+Three parts, each printing into one JSON object on stdout (progress on stderr):
+
+``tpb``
+    A three-phase model (the demo's small U-Net, trained once on a clean
+    synthetic scan by ``_common.demo_model`` and reused from ``--workdir``)
+    segments a held-out :mod:`volseg.synth` scan with ``axes="z"`` and
+    ``axes="zyx"``. Its predicted labels are measured with
+    :func:`volseg.measure_phases` at ``min_size`` 0, 10, 50 and 200 voxels
+    (:func:`volseg.cleanup.remove_small_components`) and compared with the TPB
+    density of the true labels: ``tpb_error`` = predicted / true - 1, with the
+    YSZ component counts and the Ni IoU. These are model predictions on
+    ``volseg.synth`` as it is in this branch (with its partial-volume blur), not
+    the calibrated synthetic scans.
+``tortuosity``
+    :func:`volseg.tortuosity` (chunked conjugate gradients) against
+    ``taufactor.Solver(device="cpu")`` on the same porous volume (a thresholded
+    smoothed noise field, 45 % solid) along z, each in a fresh process: tau, seconds and
+    peak RSS (``ru_maxrss`` of that process) at every ``--sizes`` cube.
+``memory``
+    :func:`volseg.tortuosity` alone on two label volumes stored in Zarr, the second
+    8 times larger, with the same chunks and a memory budget far below either
+    volume's solver state, so the iterates live on disk: peak RSS of each run (a
+    fresh process each).
+
+The machine was shared with other jobs while these ran: seconds are indicative,
+ratios in one run are what to compare. Run from the repository root::
+
+    python benchmarks/microstructure.py --quick
+    python benchmarks/microstructure.py --parts tortuosity --sizes 128 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+log = logging.getLogger("benchmarks.microstructure")
+
+MIB = 1 << 20
+# A bare interpreter starts each measured child: Linux counts in a process's ru_maxrss
+# the image it replaced at exec, which is then this small runner, not this script.
+RUNNER = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
+
+CHILD = """\
+import json, resource, sys, time
+import numpy as np
+kind, path, size, chunk, budget = sys.argv[1:6]
+size, chunk = int(size), int(chunk)
+started = time.perf_counter()
+if kind == "taufactor":
+    import taufactor
+    volume = np.load(path)
+    solver = taufactor.Solver(volume, device="cpu")
+    tau = float(np.asarray(solver.solve(verbose=False, conv_crit=1e-3)).ravel()[0])
+    record = {"tau": tau, "iterations": int(solver.iter)}
+else:
+    import volseg
+    result = volseg.tortuosity(path, axes="z", chunks=(chunk,) * 3, memory_budget=budget)
+    z = result["axes"]["z"]
+    record = {"tau": z["tortuosity"], "iterations": z["iterations"], "storage": result["storage"]}
+record["seconds"] = time.perf_counter() - started
+unit = 1 if sys.platform == "darwin" else 1024
+record["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit / 2**20
+print(json.dumps(record))
+"""
+
+
+def porous(shape: Sequence[int], seed: int = 0, solid: float = 0.45) -> np.ndarray:
+    """A connected porous phase: smoothed noise above its ``solid`` quantile (uint8)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.random(shape, dtype=np.float32), 2.0)
+    return (field > np.quantile(field, solid)).astype(np.uint8)
+
+
+def run_child(args: Sequence[str]) -> dict[str, Any]:
+    """Run the CHILD script in a fresh interpreter; its JSON record."""
+    done = subprocess.run(
+        [sys.executable, "-c", RUNNER, sys.executable, "-c", CHILD, *map(str, args)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"child {args} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def part_tortuosity(sizes: Sequence[int], chunk: int, workdir: Path) -> dict[str, Any]:
+    from volseg import io as vio
+
+    rows = []
+    for n in sizes:
+        volume = porous((n, n, n))
+        npy = workdir / f"porous-{n}.npy"
+        np.save(npy, volume)
+        zarr_path = workdir / f"porous-{n}.zarr"
+        vio.write_arrays(zarr_path, {"labels": volume}, chunks=(chunk,) * 3)
+        log.info("tortuosity %d^3: taufactor", n)
+        ours_budget = "64GiB"
+        theirs = run_child(["taufactor", npy, n, chunk, ours_budget])
+        log.info("tortuosity %d^3: volseg", n)
+        ours = run_child(["volseg", zarr_path / "labels", n, chunk, ours_budget])
+        rows.append(
+            {
+                "size": n,
+                "volume_fraction": float(volume.mean()),
+                "volseg": ours,
+                "taufactor": theirs,
+                "tau_relative_difference": ours["tau"] / theirs["tau"] - 1,
+                "time_ratio_volseg_over_taufactor": ours["seconds"] / theirs["seconds"],
+            }
+        )
+    return {
+        "chunk": chunk,
+        "axis": "z",
+        "volseg_tol": 1e-6,
+        "taufactor_conv_crit": 1e-3,
+        "rows": rows,
+    }
+
+
+def part_memory(shape: Sequence[int], chunk: int, workdir: Path) -> dict[str, Any]:
+    from volseg import io as vio
+
+    small = tuple(int(s) for s in shape)
+    large = tuple(2 * s for s in small)
+    budget = "1MiB"
+    rows = []
+    for size in (small, large):
+        path = workdir / f"memory-{'x'.join(map(str, size))}.zarr"
+        vio.write_arrays(path, {"labels": porous(size, seed=4)}, chunks=(chunk,) * 3)
+        log.info("memory: volseg tortuosity on %s", size)
+        record = run_child(["volseg", path / "labels", 0, chunk, budget])
+        record["shape"] = list(size)
+        record["state_mib"] = math.prod(size) * 52 / MIB
+        rows.append(record)
+    return {
+        "chunk": chunk,
+        "memory_budget": budget,
+        "rows": rows,
+        "rss_ratio_large_over_small": rows[1]["rss_mib"] / rows[0]["rss_mib"],
+    }
+
+
+def part_tpb(shape: Sequence[int], workdir: Path, axes_list: Sequence[str]) -> dict[str, Any]:
+    import _common
+
+    import volseg
+    from volseg import synth
+    from volseg.cleanup import remove_small_components
+
+    started = time.perf_counter()
+    model = _common.demo_model(workdir, "cpu", classes=3)
+    train_seconds = time.perf_counter() - started
+    scan = workdir / "held-out.zarr"
+    if not scan.exists():
+        synth.write_anode(scan, tuple(shape), seed=11)
+    import zarr
+
+    truth = zarr.open_array(str(scan / "labels"), mode="r")[...]
+    true = volseg.measure_phases(truth, max_radius=4)
+    rows = []
+    for axes in axes_list:
+        out = workdir / f"pred-{axes}.zarr"
+        result = volseg.segment(
+            scan / "image",
+            model,
+            out=out,
+            axes=axes,
+            device="cpu",
+            progress=False,
+            overwrite=True,
+        )
+        predicted = result.group["labels"]
+        for min_size in (0, 10, 50, 200):
+            labels = predicted
+            if min_size:
+                labels = remove_small_components(predicted, min_size)[0].compute()
+            labels = np.asarray(labels[...])
+            measured = volseg.measure_phases(labels, max_radius=4)
+            ni = labels == 2
+            ni_true = truth == 2
+            rows.append(
+                {
+                    "axes": axes,
+                    "min_size": min_size,
+                    "tpb_density": measured["tpb_density"],
+                    "tpb_error": measured["tpb_density"] / true["tpb_density"] - 1,
+                    "ysz_components": measured["phases"]["ysz"]["n_components"],
+                    "ni_iou": float(np.sum(ni & ni_true) / np.sum(ni | ni_true)),
+                    "phase_fractions": measured["phase_fractions"],
+                }
+            )
+            log.info("tpb %s min_size=%d: %s", axes, min_size, rows[-1])
+    return {
+        "scan_shape": list(shape),
+        "model": "demo U-Net (benchmarks/_common.demo_model, 3 classes)",
+        "train_seconds": train_seconds,
+        "true_tpb_density": true["tpb_density"],
+        "true_ysz_components": true["phases"]["ysz"]["n_components"],
+        "rows": rows,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", default=["tpb", "tortuosity", "memory"])
+    parser.add_argument("--quick", action="store_true", help="small sizes (minutes)")
+    parser.add_argument("--sizes", nargs="+", type=int, default=None)
+    parser.add_argument("--workdir", default=None, help="keep files (and the model) here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    sizes = args.sizes or ([48, 64] if args.quick else [128, 256])
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="volseg-microstructure-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "benchmark": "microstructure",
+        "note": "machine shared with other jobs while this ran; compare ratios",
+        "quick": bool(args.quick),
+    }
+    if "tpb" in args.parts:
+        shape = (32, 192, 192) if args.quick else (64, 256, 256)
+        axes_list = ["z"] if args.quick else ["z", "zyx"]
+        report["tpb"] = part_tpb(shape, workdir, axes_list)
+    if "tortuosity" in args.parts:
+        report["tortuosity"] = part_tortuosity(sizes, 32 if args.quick else 64, workdir)
+    if "memory" in args.parts:
+        shape = (24, 24, 24) if args.quick else (48, 48, 48)
+        report["memory"] = part_memory(shape, 12 if args.quick else 24, workdir)
+    import _common
+
+    report["machine"] = _common.machine(False)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
