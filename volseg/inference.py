@@ -1046,7 +1046,7 @@ def segment(
     run_backend = backends.resolve_backend(backend, run_device)
     run_precision = backends.resolve_precision(precision, run_device, run_backend)
     volume = vio.open_scan(scan, role="scan")
-    _check_overlap_cost(volume.shape, tile, overlap)
+    _check_overlap_cost(volume.shape, tile, overlap, batch_size)
     model_path, sha256, config, loaded = _resolve_model(model, str(torch_device))
     phases = vmodel.model_phases(config)
     truth_volume, truth_phases = None, None
@@ -1315,12 +1315,14 @@ def open_result(out: Any, allow_incomplete: bool = False) -> SegmentationResult:
     return _result(output, table, summary)
 
 
-def _check_overlap_cost(shape: tuple[int, int, int], tile: int, overlap: float) -> None:
+def _check_overlap_cost(
+    shape: tuple[int, int, int], tile: int | str, overlap: float, batch_size: int
+) -> None:
     """Refuse an overlap that makes the network compute more than
     :data:`MAX_OVERLAP_COST` times the pixels it would without overlap."""
     plane = (int(shape[1]), int(shape[2]))
-    cost = tiling.plane_grid(plane, int(tile), float(overlap)).model_pixels_per_pixel()
-    base = tiling.plane_grid(plane, int(tile), 0.0).model_pixels_per_pixel()
+    cost = plane_grid(plane, tile, float(overlap), batch_size).model_pixels_per_pixel()
+    base = plane_grid(plane, tile, 0.0, batch_size).model_pixels_per_pixel()
     if cost > MAX_OVERLAP_COST * base:
         raise ValueError(
             f"overlap={overlap} makes the network compute {cost:.0f} model pixels per output "
