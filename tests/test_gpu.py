@@ -95,3 +95,36 @@ def test_multi_gpu_local_cluster(scan_zarr, checkpoint, tmp_path):
         **RUN,
     )
     np.testing.assert_allclose(result.prob[...], single.prob[...], atol=2e-3)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_cuda_precisions_stay_close_to_fp32(scan_zarr, checkpoint, tmp_path, precision):
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU does not support bf16")
+    settings = {"device": "cuda", "tile": "auto", "progress": False, "save_prob": "float32"}
+    scan = str(scan_zarr / "image")
+    fp32 = volseg.segment(
+        scan, model=checkpoint, out=tmp_path / "f.zarr", precision="fp32", **settings
+    )
+    other = volseg.segment(
+        scan, model=checkpoint, out=tmp_path / "o.zarr", precision=precision, **settings
+    )
+    parameters = other.group.attrs["volseg"]["parameters"]
+    assert (parameters["backend"], parameters["precision"]) == ("torch", precision)
+    assert np.mean(other.mask[...] != fp32.mask[...]) < 1e-3
+
+
+def test_cuda_auto_settings_are_chunk_invariant(scan_zarr, checkpoint, tmp_path):
+    settings = {"device": "cuda", "progress": False, "save_prob": "float32"}
+    first = volseg.segment(
+        str(scan_zarr / "image"), model=checkpoint, out=tmp_path / "a.zarr", **settings
+    )
+    second = volseg.segment(
+        str(scan_zarr / "image"),
+        model=checkpoint,
+        out=tmp_path / "b.zarr",
+        chunks=(2, 33, 40),
+        **settings,
+    )
+    # cuDNN may pick other kernels for other batch sizes: equal to half-precision tolerance.
+    np.testing.assert_allclose(first.prob[...], second.prob[...], atol=2e-3)

@@ -986,7 +986,9 @@ def segment(
         What runs the network: torch, or the network exported once to ONNX and
         compiled by OpenVINO or ONNX Runtime (``pip install 'volseg[openvino]'`` /
         ``'volseg[onnx]'``); same tiles, blending and mask. ``"auto"``: OpenVINO when
-        it is installed and the device is a CPU, else torch.
+        it is installed and the device is a CPU, else torch. Both are resolved where
+        ``segment`` is called (for a cluster: for the kind of device its workers use),
+        so cluster workers need the same packages.
     allow_missing_chunks : bool
         Read a chunk absent from the scan's Zarr store as its fill value. By default
         such a chunk is an error naming it (a partly copied scan would otherwise be
