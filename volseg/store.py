@@ -20,6 +20,7 @@ import shutil
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -320,6 +321,9 @@ RECORDS = "chunk_records"
 TABLE = "chunk_table"
 # Entries (chunks x fields) per stored object of the consolidated table (8 MiB of int64).
 TABLE_ENTRIES = 1 << 20
+# When more than this share of the records is missing from the table, all records are
+# read in one concurrent read instead of one by one.
+BULK_READ = 0.25
 # The client writes the table at least this often while results arrive (seconds).
 TABLE_FLUSH_SECONDS = 10.0
 
@@ -589,13 +593,18 @@ def listed_records(output: OutputGroup) -> np.ndarray:
     [False, True]
     """
     prefix = f"{output.records.path}/"
+    root = getattr(output.group.store, "root", None)
+    if root is not None:
+        # Local disk: the records are the files of one folder ("c.z.y.x.0"), one listing.
+        names = os.listdir(Path(root) / output.records.path)
+    else:
+        names = [key[len(prefix) :] for key in _collect_keys(output.group.store, prefix)]
     listed = np.zeros(output.grid, dtype=bool)
-    for key in _collect_keys(output.group.store, prefix):
-        rest = key[len(prefix) :]
-        if rest.startswith("c/"):
-            parts = rest[2:].split("/")
-        elif "/" not in rest and not rest.startswith((".", "zarr")):
-            parts = rest.split(".")
+    for name in names:
+        if name.startswith(("c.", "c/")):
+            parts = name[2:].replace("/", ".").split(".")
+        elif name[:1].isdigit():
+            parts = name.split(".")  # Zarr v2 keys
         else:
             continue
         if len(parts) == 4:
@@ -627,13 +636,30 @@ def load_table(output: OutputGroup, verify: bool = False) -> np.ndarray:
     done = output.fields["done"].start
     listed = listed_records(output)
     table[~listed, done] = 0
-    for index in zip(*np.nonzero(listed & (table[..., done] != 1))):
+    todo = listed & (table[..., done] != 1)
+    if np.count_nonzero(todo) > BULK_READ * todo.size:
+        # The table lags far behind (the client died early): read every record at once,
+        # concurrently; one half-written record sends it to the one-by-one loop below.
         try:
-            record = np.asarray(output.records[index]).reshape(-1)
+            records = np.asarray(output.records[...])
+        except Exception:
+            pass
+        else:
+            take = todo & (records[..., done] == 1)
+            table[take] = records[take]
+            return table
+
+    def read(index: tuple[int, ...]) -> np.ndarray | None:
+        try:
+            return np.asarray(output.records[index]).reshape(-1)
         except Exception:  # half-written: not done
-            continue
-        if record[done] == 1:
-            table[index] = record
+            return None
+
+    indices = list(zip(*np.nonzero(todo)))
+    with ThreadPoolExecutor(16) as pool:
+        for index, record in zip(indices, pool.map(read, indices)):
+            if record is not None and record[done] == 1:
+                table[index] = record
     return table
 
 
@@ -876,6 +902,10 @@ def create_output(
         dtype="int64",
         fill_value=0,
         compressors=None,  # a record is 8 * F bytes; a half-written one has the wrong size
+        # All records in one folder ("c.z.y.x.0"): a resume lists them in one listing.
+        chunk_key_encoding={"name": "default", "separator": "."}
+        if zarr_format == 3
+        else {"name": "v2", "separator": "."},
     )
     rows = max(1, min(grid[0], TABLE_ENTRIES // max(1, grid[1] * grid[2] * width)))
     group.create_array(
