@@ -578,6 +578,31 @@ class OutputGroup:
         self.group.attrs["volseg"] = record
 
 
+def chunk_frame(shape: tuple[int, ...], chunks: tuple[int, ...]) -> Any:
+    """One row per block: ``chunk_z/y/x``, bounds ``z0 z1 y0 y1 x0 x1`` and ``voxels``.
+
+    Examples
+    --------
+    >>> chunk_frame((3, 4, 4), (2, 4, 4)).values.tolist()
+    [[0, 0, 0, 0, 2, 0, 4, 0, 4, 32], [1, 0, 0, 2, 3, 0, 4, 0, 4, 16]]
+    """
+    import pandas as pd
+
+    grid = tuple(-(-int(s) // int(c)) for s, c in zip(shape, chunks))
+    indices = np.indices(grid).reshape(3, -1)
+    columns: dict[str, np.ndarray] = {}
+    for axis, index in zip("zyx", indices):
+        columns[f"chunk_{axis}"] = index
+    voxels = np.ones(indices.shape[1], dtype=np.int64)
+    for axis, index, c, s in zip("zyx", indices, chunks, shape):
+        low = index * int(c)
+        high = np.minimum(low + int(c), int(s))
+        columns[f"{axis}0"], columns[f"{axis}1"] = low, high
+        voxels *= high - low
+    columns["voxels"] = voxels
+    return pd.DataFrame(columns)
+
+
 def listed_records(output: OutputGroup) -> np.ndarray:
     """Which blocks have a record in the store (bool, the chunk grid).
 
@@ -637,6 +662,12 @@ def load_table(output: OutputGroup, verify: bool = False) -> np.ndarray:
     listed = listed_records(output)
     table[~listed, done] = 0
     todo = listed & (table[..., done] != 1)
+    root = getattr(output.group.store, "root", None)
+    codecs = getattr(output.records.metadata, "codecs", ())
+    plain = len(codecs) == 1 and str(getattr(codecs[0], "endian", "")).endswith("little")
+    if root is not None and plain:
+        _read_local_records(Path(root) / output.records.path, todo, table, done)
+        return table
     if np.count_nonzero(todo) > BULK_READ * todo.size:
         # The table lags far behind (the client died early): read every record at once,
         # concurrently; one half-written record sends it to the one-by-one loop below.
@@ -661,6 +692,29 @@ def load_table(output: OutputGroup, verify: bool = False) -> np.ndarray:
             if record is not None and record[done] == 1:
                 table[index] = record
     return table
+
+
+def _read_local_records(folder: Path, todo: np.ndarray, table: np.ndarray, done: int) -> None:
+    """Read the records of ``todo`` straight from their files (uncompressed little-endian
+    int64, ``c.z.y.x.0``) into ``table``; a file of the wrong size is half-written."""
+    width = table.shape[-1]
+    dtype = np.dtype("<i8")
+
+    def read(index: tuple[int, ...]) -> np.ndarray | None:
+        name = "c." + ".".join(str(int(i)) for i in index) + ".0"
+        try:
+            data = (folder / name).read_bytes()
+        except OSError:
+            return None
+        if len(data) != width * dtype.itemsize:
+            return None
+        return np.frombuffer(data, dtype=dtype)
+
+    indices = list(zip(*np.nonzero(todo)))
+    with ThreadPoolExecutor(8) as pool:
+        for index, record in zip(indices, pool.map(read, indices, chunksize=256)):
+            if record is not None and record[done] == 1:
+                table[index] = record
 
 
 class RunTable:
