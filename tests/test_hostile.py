@@ -677,3 +677,24 @@ def test_a_run_holds_its_lease_and_lets_it_go_on_failure(world, tmp_path, monkey
     assert seen and seen[0]["pid"] == os.getpid()
     assert not (out / store.LEASE_NAME).exists()
     monkeypatch.setattr(inference, "_segment_block", original)
+
+
+def test_measure_and_report_of_an_incomplete_output_say_so(incomplete, tmp_path, capsys):
+    import json
+
+    import volseg
+
+    done = volseg.open_result(incomplete, allow_incomplete=True).stats
+    target = tmp_path / "m.json"
+    assert main(["measure", str(incomplete), "--allow-incomplete", "--json", str(target)]) == 0
+    values = json.loads(target.read_text())
+    assert values["chunks_missing"] == 3
+    assert values["voxels_measured"] == int(done["voxels"].sum())
+    assert values["volume_fraction"] == pytest.approx(
+        done["ni_voxels"].sum() / done["voxels"].sum()
+    )
+    assert values["n_components"] is None and "not done" in values["note"]
+    html = tmp_path / "r.html"
+    argv = ["report", str(incomplete), "--allow-incomplete", "--html", str(html)]
+    assert main([*argv, "--png-dir", str(tmp_path / "png")]) == 0
+    assert "chunks_missing" in html.read_text()

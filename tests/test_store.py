@@ -98,7 +98,7 @@ def test_resume_after_a_killed_client_uses_the_records(scan, checkpoint, plain, 
     output.write_table(np.zeros_like(output.table[...]))  # never flushed
     for index in ((0, 0, 0), (3, 2, 3)):
         output.clear_done(index)  # never written
-    half = out / store.RECORDS / "c" / "2" / "1" / "1" / "0"
+    half = out / store.RECORDS / "c.2.1.1.0"
     half.write_bytes(half.read_bytes()[:20])  # killed while writing this record
     output.update_attrs(status="running", summary=None)
     plan = store.load_table(output)
@@ -167,3 +167,15 @@ def test_evaluate_writes_its_counts_into_the_table(plain, scan, tmp_path):
     reopened = volseg.open_result(out)
     assert int(reopened.stats["tp"].sum()) == result.summary["tp"]
     assert len(stored_files(out)) == 2 * len(plain.stats) + 1  # no new stored objects
+
+
+def test_cli_shards(scan, checkpoint, plain, tmp_path, capsys):
+    out = tmp_path / "cli.zarr"
+    argv = ["segment", str(scan), "--model", str(checkpoint), "--out", str(out), "--no-progress",
+            "--device", "cpu", "--tile", "64", "--chunks", "1", "32", "32", "--shards", "4", "96",
+            "128"]  # fmt: skip
+    assert main(argv) == 0
+    output = vio.open_output(out)
+    assert output.mask.shards == (4, 96, 128) and output.chunks == (4, 96, 128)
+    assert len(stored_files(out, "mask")) == 1
+    np.testing.assert_array_equal(output.mask[...], plain.mask[...])

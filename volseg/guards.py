@@ -314,7 +314,8 @@ def check_stored_chunks(array: Any, region: tuple[slice, ...], role: str = "scan
             raise ValueError(
                 f"{role} {_array_name(array)!r} has no stored chunk {key!r} (index "
                 f"{tuple(index)}); Zarr would read it as the fill value "
-                f"{array.fill_value!r}, a silent hole in the data. Copy the scan again, or, if "
+                f"{np.asarray(array.fill_value).item()!r}, a silent hole in the data. Copy the "
+                "scan again, or, if "
                 "chunks were left out on purpose (all fill value, written with "
                 "write_empty_chunks=False), pass --allow-missing-chunks "
                 "(allow_missing_chunks=True)."

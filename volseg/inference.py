@@ -771,13 +771,11 @@ def stats_table(output: vio.OutputGroup, stats: dict | None = None) -> pd.DataFr
     if stats is None:
         stats = output.read_stats()
     shape = tuple(int(s) for s in output.mask.shape)
-    rows = []
-    for index, row in chunk_rows(shape, output.chunks):
-        for name in vio.STAT_FIELDS:
-            if name in stats and name not in vio.PHASE_FIELDS:
-                row[name] = stats[name][index].item()
-        rows.append(row)
-    table = pd.DataFrame(rows)
+    # Column by column (10^5 chunks in well under a second), rows in chunk-grid order.
+    table = store.chunk_frame(shape, output.chunks)
+    for name in vio.STAT_FIELDS:
+        if name in stats and name not in vio.PHASE_FIELDS:
+            table[name] = np.asarray(stats[name]).reshape(-1)
     table["ni_fraction"] = table["ni_voxels"] / table["voxels"]
     table["uncertain_fraction"] = table["uncertain_voxels"] / table["voxels"]
     if "tp" in table:
