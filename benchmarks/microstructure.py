@@ -22,8 +22,9 @@ Three parts, each printing into one JSON object on stdout (progress on stderr):
 ``memory``
     :func:`volseg.tortuosity` alone on two label volumes stored in Zarr, the second
     8 times larger, with the same chunks and a memory budget far below either
-    volume's solver state, so the iterates live on disk: peak RSS of each run (a
-    fresh process each).
+    volume's solver state, so the iterates live on disk, then the larger one again
+    with its iterates in memory for contrast: peak RSS of each run (a fresh process
+    each).
 
 The machine was shared with other jobs while these ran: seconds are indicative,
 ratios in one run are what to compare. Run from the repository root::
