@@ -149,3 +149,19 @@ def test_rev_curve_full_volume_and_chunks_agree_with_measure(chunks):
     assert mean_tpb == pytest.approx(whole["tpb_density"])
     other = rev_curve(labels, (0.5, 1.0, 1.0), shares=(0.1, 0.5, 1.0), max_radius=2)
     assert other["subvolumes"] == curve["subvolumes"]
+
+
+def test_error_bars_clean_variants_like_the_run(scan_zarr, checkpoint3, tmp_path):
+    result = volseg.segment(
+        scan_zarr / "image",
+        model=checkpoint3,
+        out=tmp_path / "clean.zarr",
+        tile=64,
+        device="cpu",
+        progress=False,
+        save_prob="uint8",
+        min_size=8,
+    )
+    measured = measure_with_errors(result.path, max_radius=2)
+    assert measured["min_size_voxels"] == 8
+    assert measured["errors"]["min_size_voxels"] == 0
