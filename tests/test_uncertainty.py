@@ -145,5 +145,23 @@ def test_rev_curve_full_volume_and_chunks_agree_with_measure(chunks):
         weights.append(np.prod([min(c, s - o) for c, s, o in zip(chunks, labels.shape, origin)]))
     mean_ni = np.average([r["fractions"]["ni"] for r in curve["per_chunk"]], weights=weights)
     assert mean_ni == pytest.approx(whole["phase_fractions"]["ni"])
+    mean_tpb = np.average([r["tpb_density"] for r in curve["per_chunk"]], weights=weights)
+    assert mean_tpb == pytest.approx(whole["tpb_density"])
     other = rev_curve(labels, (0.5, 1.0, 1.0), shares=(0.1, 0.5, 1.0), max_radius=2)
     assert other["subvolumes"] == curve["subvolumes"]
+
+
+def test_error_bars_clean_variants_like_the_run(scan_zarr, checkpoint3, tmp_path):
+    result = volseg.segment(
+        scan_zarr / "image",
+        model=checkpoint3,
+        out=tmp_path / "clean.zarr",
+        tile=64,
+        device="cpu",
+        progress=False,
+        save_prob="uint8",
+        min_size=8,
+    )
+    measured = measure_with_errors(result.path, max_radius=2)
+    assert measured["min_size_voxels"] == 8
+    assert measured["errors"]["min_size_voxels"] == 0

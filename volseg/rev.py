@@ -140,7 +140,8 @@ def rev_curve(
         }
         if three:
             length = float(np.dot(computed[1][index], voxel_size))
-            record["tpb_density"] = length / (n * voxel_volume)
+            # The isotropic estimate, as measure_phases' tpb_density.
+            record["tpb_density"] = length / (n * voxel_volume) * ms.ISOTROPIC_EDGE_FACTOR
         per_chunk.append(record)
     spread = {
         f"{name} fraction": float(np.std([r["fractions"][name] for r in per_chunk]))

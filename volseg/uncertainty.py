@@ -156,7 +156,8 @@ def measure_with_errors(
         Decision shift defining the variants (see :func:`decision_variants`).
     **options
         Passed to the measure function (``min_size``, ``faces``,
-        ``tortuosity``, ``connectivity``, ``max_radius``...).
+        ``tortuosity``, ``connectivity``, ``max_radius``...). ``min_size``
+        defaults to the one the segmentation run cleaned its output with.
 
     Returns
     -------
@@ -183,7 +184,11 @@ def measure_with_errors(
             f"output {group.path!r} has no saved probabilities; run segment with "
             "save_prob=True (--save-prob) to get error bars."
         )
-    phases = group.attrs.get("parameters", {}).get("phases")
+    parameters = group.attrs.get("parameters", {})
+    phases = parameters.get("phases")
+    if "min_size" not in options and parameters.get("min_size"):
+        # The run cleaned its labels: clean the variants alike.
+        options["min_size"] = parameters["min_size"]
     chunks = group.chunks
     if group.labels is not None and phases:
         nominal = ms.measure_phases(group.labels, voxel_size, phases=phases, **options)
