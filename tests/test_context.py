@@ -13,7 +13,15 @@ from volseg import model as vmodel
 
 from .conftest import small_config
 
-RUN = {"tile": 64, "overlap": 0.25, "device": "cpu", "progress": False}
+RUN = {
+    "tile": 64,
+    "overlap": 0.25,
+    "device": "cpu",
+    "progress": False,
+    # the whole-volume reference is fp32 torch
+    "precision": "fp32",
+    "backend": "torch",
+}
 
 
 @pytest.fixture(scope="module", params=[1, 2])

@@ -419,7 +419,8 @@ def make_report(
     >>> cfg = default_config(encoder="resnet18", encoder_depth=3, decoder_channels=[32, 16, 8],
     ...                      normalisation={"low": 0, "high": 60000})
     >>> model = save_checkpoint(build_unet(cfg), cfg, tmp / "m.pt")
-    >>> _ = volseg.synth.write_anode(tmp / "scan.zarr", shape=(4, 64, 64), chunks=(4, 64, 64))
+    >>> _ = volseg.synth.write_anode(tmp / "scan.zarr", shape=(4, 64, 64), seed=1,
+    ...                            chunks=(4, 64, 64))
     >>> res = volseg.segment(tmp / "scan.zarr" / "image", model, out=tmp / "out.zarr",
     ...                      tile=64, device="cpu", progress=False)
     >>> page = make_report(tmp / "out.zarr", truth=tmp / "scan.zarr" / "labels")
