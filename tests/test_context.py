@@ -221,3 +221,27 @@ def test_train_and_segment_with_context(tmp_path):
     assert out.group.attrs["volseg"]["model"]["config"]["context"] == 2
     with pytest.raises(ValueError, match="context=-1"):
         volseg.train(image, labels, tmp_path / "bad.pt", context=-1, **settings)
+
+
+@pytest.mark.parametrize(
+    "backend, precision, atol",
+    [("openvino", "fp32", 1e-4), ("onnxruntime", "fp32", 1e-4), ("openvino", "bf16", 0.05)],
+)
+def test_context_on_every_backend_is_chunk_invariant(
+    anode_arrays, context_checkpoint, backend, precision, atol
+):
+    """The exported network takes the 2k+1 channels too: same stitching, any chunking."""
+    from volseg import backends
+
+    if not backends.backend_available(backend):
+        pytest.skip(f"needs {backend} (volseg[openvino] / volseg[onnx])")
+    path, k = context_checkpoint
+    image, _ = anode_arrays
+    expected = whole_volume_reference(image, vmodel.load_checkpoint(path), k)
+    run = {**RUN, "backend": backend, "precision": precision, "save_prob": "float32"}
+    first, second = (
+        volseg.segment(image, model=path, chunks=chunks, **run)
+        for chunks in [(1, 40, 50), (5, 33, 64)]
+    )
+    np.testing.assert_array_equal(first.prob[...], second.prob[...])
+    np.testing.assert_allclose(first.prob[...], expected, atol=atol)
