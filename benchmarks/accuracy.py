@@ -1,0 +1,356 @@
+"""Held-out accuracy on the calibrated synthetic anode: volseg against the classic baselines.
+
+One synthetic anode (``volseg.synth`` defaults, calibrated to a real Ni/YSZ PXCT stack) is
+split along z like the real check of issue 16: the first slices train, a gap follows,
+and the last slices are the held-out test slab. Every method is scored on the test slab
+(Ni IoU pooled over the slab and on its worst slice) and timed:
+
+* ``multi-otsu``: the upper of three multi-Otsu thresholds of the test slab itself;
+* ``random-forest``: scikit-learn, 26 ilastik-style pixel features per slice
+  (``_pixel_features.py``), trained on random pixels of the training slices;
+* ``volseg-z``: ``volseg.train`` with its defaults (AdamW, warm-up + cosine, weight
+  average) and the budget below, segmented slice by slice (``axes="z"``);
+* ``volseg-zyx``: the same model, z-, y- and x-slices averaged (``axes="zyx"``);
+* ``volseg-z+context``: trained and segmented with ``context=k`` (2.5D);
+* ``volseg-3phase-z``: a pore/YSZ/Ni model (``classes=3``), ``axes="z"``.
+
+Then held-out Ni IoU against the number of labelled slices (``labelled_slices=``, evenly
+spaced over the training slices), with the random forest trained on the same slices.
+
+Every network gets the same budget (epochs x steps x batch of crops); ``cost_vs_z``
+compares the segmentation seconds of one setting with those of ``volseg-z`` in the same
+run. Prints one JSON object on stdout; progress goes to stderr::
+
+    python benchmarks/accuracy.py --quick [--context 2] [--no-sparse] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import machine
+from _pixel_features import SIGMAS, predict_forest, train_forest
+
+import volseg
+from volseg import metrics, synth
+
+log = logging.getLogger("accuracy")
+
+# Budgets: "quick" runs in about half an hour on 2 shared CPU cores; "full" is for a GPU.
+BUDGETS = {
+    "quick": {
+        "shape": (96, 256, 256),
+        "train_slices": 56,
+        "test_start": 64,
+        "network": {
+            "encoder": "resnet18",
+            "encoder_depth": 4,
+            "decoder_channels": [64, 32, 16, 8],
+            "tile": 64,
+            "batch_size": 8,
+            "epochs": 16,
+            "steps_per_epoch": 20,
+            "val_tiles": 64,
+            "patience": 100,
+        },
+        "forest": {"samples": 40000, "trees": 50},
+    },
+    "full": {
+        "shape": (160, 256, 256),
+        "train_slices": 100,
+        "test_start": 112,
+        "network": {
+            "encoder": "resnet18",
+            "encoder_depth": 5,
+            "decoder_channels": [256, 128, 64, 32, 16],
+            "tile": 128,
+            "batch_size": 16,
+            "epochs": 15,
+            "steps_per_epoch": 40,
+            "val_tiles": 256,
+            "patience": 100,
+        },
+        "forest": {"samples": 100000, "trees": 100},
+    },
+}
+# A seconds-long check that every code path runs (not a measurement).
+BUDGETS["smoke"] = {
+    "shape": (40, 64, 64),
+    "train_slices": 24,
+    "test_start": 30,
+    "network": {**BUDGETS["quick"]["network"], "epochs": 1, "steps_per_epoch": 1},
+    "forest": {"samples": 2000, "trees": 5},
+}
+SPARSE_COUNTS = (1, 2, 5, 10, 20, 50)
+NI = synth.PHASES["ni"]
+
+
+def ni_scores(predicted_ni: np.ndarray, truth_ni: np.ndarray) -> dict:
+    """Pooled Ni IoU of the slab and the IoU of its worst slice."""
+    inter = np.logical_and(predicted_ni, truth_ni).sum(axis=(1, 2))
+    union = np.logical_or(predicted_ni, truth_ni).sum(axis=(1, 2))
+    per_slice = inter / np.maximum(union, 1)
+    return {
+        "ni_iou": round(float(inter.sum() / max(union.sum(), 1)), 4),
+        "worst_slice_ni_iou": round(float(per_slice.min()), 4),
+    }
+
+
+def phase_ious(predicted: np.ndarray, truth: np.ndarray) -> dict:
+    out = {}
+    for name, value in synth.PHASES.items():
+        a, b = predicted == value, truth == value
+        out[name] = round(float(np.logical_and(a, b).sum() / max(np.logical_or(a, b).sum(), 1)), 4)
+    return out
+
+
+def train_network(workdir, name, image, labels, network, device, **kwargs) -> tuple[Path, float]:
+    path = workdir / f"{name}.pt"
+    started = time.perf_counter()
+    result = volseg.train(
+        image,
+        labels,
+        path,
+        ni_label=NI,  # numpy labels carry no attrs: Ni is 2, not the default 1
+        **network,
+        device=device,
+        progress=False,
+        overwrite=True,
+        **kwargs,
+    )
+    seconds = time.perf_counter() - started
+    log.info(
+        "%s: best epoch %d, val %.4f, %.0f s",
+        name,
+        result.best_epoch,
+        result.best_val_ni_iou,
+        seconds,
+    )
+    return path, seconds
+
+
+def segment_test(
+    model: Path, image: np.ndarray, device: str, repeats: int = 1, **modes
+) -> tuple[np.ndarray, float]:
+    """Segment the test slab; returns the predicted labels (or Ni mask) and the seconds
+    of the fastest of ``repeats`` runs (other jobs on a shared machine slow some runs)."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = volseg.segment(
+            image,
+            model=model,
+            chunks=(image.shape[0] // 2, *image.shape[1:]),
+            device=device,
+            progress=False,
+            **modes,
+        )
+        times.append(time.perf_counter() - started)
+    seconds = min(times)
+    if result.group is not None and "labels" in result.group:
+        return np.asarray(result.group["labels"][...]), seconds
+    return np.asarray(result.mask[...]).astype(bool), seconds
+
+
+def evenly_spaced(count: int, n_slices: int) -> list[int]:
+    if count == 1:
+        return [n_slices // 2]
+    return sorted({int(round(z)) for z in np.linspace(0, n_slices - 1, count)})
+
+
+def run(args) -> dict:
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    budget = BUDGETS[mode]
+    network = dict(budget["network"])
+    if args.epochs:
+        network["epochs"] = args.epochs
+    shape, n_train, test_start = budget["shape"], budget["train_slices"], budget["test_start"]
+    image, labels = synth.anode(shape, seed=args.seed)
+    train_image, train_labels = image[:n_train], labels[:n_train]
+    test_image, test_labels = image[test_start:], labels[test_start:]
+    truth_ni = test_labels == NI
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="volseg-accuracy-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, dict] = {}
+    try:
+        started = time.perf_counter()
+        otsu = metrics.threshold_baseline(test_image, test_labels, ni_label=NI, sample_step=1)
+        rows["multi-otsu"] = {
+            **ni_scores(test_image > otsu["threshold"], truth_ni),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        log.info("multi-otsu %s", rows["multi-otsu"])
+
+        started = time.perf_counter()
+        forest = train_forest(
+            train_image,
+            train_labels,
+            range(n_train),
+            budget["forest"]["samples"],
+            args.seed,
+            budget["forest"]["trees"],
+        )
+        trained = time.perf_counter() - started
+        predicted = predict_forest(forest, test_image)
+        rows["random-forest"] = {
+            **ni_scores(predicted == NI, truth_ni),
+            "phase_iou": phase_ious(predicted, test_labels),
+            "train_seconds": round(trained, 2),
+            "segment_seconds": round(time.perf_counter() - started - trained, 2),
+        }
+        log.info("random-forest %s", rows["random-forest"])
+
+        device = args.device
+        model_z, train_z = train_network(workdir, "z", train_image, train_labels, network, device)
+        for name, axes in (("volseg-z", "z"), ("volseg-zyx", "zyx")):
+            mask, seconds = segment_test(model_z, test_image, device, args.repeats, axes=axes)
+            rows[name] = {
+                **ni_scores(mask, truth_ni),
+                "train_seconds": round(train_z, 2),
+                "segment_seconds": round(seconds, 2),
+            }
+            log.info("%s %s", name, rows[name])
+
+        k = args.context
+        model_c, train_c = train_network(
+            workdir, "context", train_image, train_labels, network, device, context=k
+        )
+        mask, seconds = segment_test(model_c, test_image, device, args.repeats)
+        rows[f"volseg-z+context{k}"] = {
+            **ni_scores(mask, truth_ni),
+            "train_seconds": round(train_c, 2),
+            "segment_seconds": round(seconds, 2),
+        }
+        log.info("context %s", rows[f"volseg-z+context{k}"])
+
+        model_3, train_3 = train_network(
+            workdir, "3phase", train_image, train_labels, network, device, classes=3
+        )
+        predicted, seconds = segment_test(model_3, test_image, device, args.repeats)
+        rows["volseg-3phase-z"] = {
+            **ni_scores(predicted == NI, truth_ni),
+            "phase_iou": phase_ious(predicted, test_labels),
+            "train_seconds": round(train_3, 2),
+            "segment_seconds": round(seconds, 2),
+        }
+        log.info("3phase %s", rows["volseg-3phase-z"])
+
+        z_seconds = rows["volseg-z"]["segment_seconds"]
+        for row in rows.values():
+            if (
+                "segment_seconds" in row
+                and "train_seconds" in row
+                and row is not rows["random-forest"]
+            ):
+                row["cost_vs_z"] = round(row["segment_seconds"] / z_seconds, 2)
+
+        sparse = []
+        counts = [] if args.no_sparse else [c for c in SPARSE_COUNTS if c <= n_train]
+        for count in counts:
+            slices = evenly_spaced(count, n_train)
+            path, seconds = train_network(
+                workdir,
+                f"sparse{count}",
+                train_image,
+                train_labels,
+                network,
+                device,
+                labelled_slices=slices,
+            )
+            mask, _ = segment_test(path, test_image, device)
+            started = time.perf_counter()
+            forest = train_forest(
+                train_image,
+                train_labels,
+                slices,
+                budget["forest"]["samples"],
+                args.seed,
+                budget["forest"]["trees"],
+            )
+            forest_mask = predict_forest(forest, test_image) == NI
+            entry = {
+                "labelled_slices": count,
+                "slices": slices,
+                "volseg_z": ni_scores(mask, truth_ni),
+                "random_forest": ni_scores(forest_mask, truth_ni),
+                "volseg_train_seconds": round(seconds, 2),
+                "forest_seconds": round(time.perf_counter() - started, 2),
+            }
+            sparse.append(entry)
+            log.info("sparse %s", entry)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    z, ctx, zyx = rows["volseg-z"], rows[f"volseg-z+context{k}"], rows["volseg-zyx"]
+    return {
+        "benchmark": "accuracy",
+        "volume": {
+            "generator": "volseg.synth.anode (preset v2, calibrated defaults)",
+            "shape": list(shape),
+            "seed": args.seed,
+            "train_slices": [0, n_train],
+            "test_slices": [test_start, shape[0]],
+        },
+        "budget": {
+            "mode": mode,
+            "torch_threads": torch.get_num_threads(),
+            "segment_seconds": f"fastest of {args.repeats} runs",
+            "network": network,
+            "training_defaults": "AdamW lr 1e-3 wd 1e-4, 5% warm-up + cosine, "
+            "grad clip 1.0, EMA 0.999",
+            "crops_seen": network["epochs"] * network["steps_per_epoch"] * network["batch_size"],
+            "forest": {**budget["forest"], "features": 26, "sigmas": list(SIGMAS)},
+            "context": k,
+        },
+        "methods": rows,
+        "checks": {
+            "volseg_z_minus_forest": round(z["ni_iou"] - rows["random-forest"]["ni_iou"], 4),
+            "context_minus_zyx": round(ctx["ni_iou"] - zyx["ni_iou"], 4),
+            "context_cost_vs_z": ctx["cost_vs_z"],
+            "zyx_cost_vs_z": zyx["cost_vs_z"],
+        },
+        "sparse_labels": sparse,
+        "machine": {
+            **machine(torch.cuda.is_available() and args.device != "cpu"),
+            "note": "2 CPU cores shared with other jobs during the run: seconds are "
+            "comparable within this run only",
+        },
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small budget for 2 CPU cores")
+    parser.add_argument("--smoke", action="store_true", help="tiny run: check the code paths")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1)")
+    parser.add_argument("--context", type=int, default=2, help="slices per side (2)")
+    parser.add_argument("--epochs", type=int, default=None, help="override the budget's epochs")
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="segmentations timed per setting; the fastest"
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-sparse", action="store_true", help="skip the labelled-slices curve")
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--keep", action="store_true", help="keep the trained models")
+    args = parser.parse_args(argv)
+    # One torch thread: on a shared 2-core machine two spinning threads lose most of their speed.
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
+    figures = run(args)
+    print(json.dumps(figures, indent=2))
+    return figures
+
+
+if __name__ == "__main__":
+    main()
