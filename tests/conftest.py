@@ -30,6 +30,21 @@ def small_config(**overrides):
     return vmodel.default_config(**settings)
 
 
+def tiny_training(**overrides):
+    """``train`` settings for a light U-Net trained for a few steps on the CPU."""
+    settings = {
+        "encoder": "resnet18",
+        "encoder_depth": 3,
+        "decoder_channels": [32, 16, 8],
+        "tile": 64,
+        "batch_size": 4,
+        "device": "cpu",
+        "progress": False,
+    }
+    settings.update(overrides)
+    return settings
+
+
 def _random_checkpoint(path, config):
     """A random-weight checkpoint (deterministic: seeded)."""
     torch.manual_seed(0)

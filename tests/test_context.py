@@ -11,7 +11,7 @@ from volseg import inference, tiling
 from volseg import io as vio
 from volseg import model as vmodel
 
-from .conftest import small_config
+from .conftest import small_config, tiny_training
 
 RUN = {
     "tile": 64,
@@ -201,18 +201,7 @@ def test_train_and_segment_with_context(tmp_path):
     from volseg import synth
 
     image, labels = synth.anode((10, 64, 64), seed=3, grain_sigma=4.0)
-    settings = {
-        "encoder": "resnet18",
-        "encoder_depth": 3,
-        "decoder_channels": [32, 16, 8],
-        "tile": 64,
-        "batch_size": 4,
-        "epochs": 1,
-        "steps_per_epoch": 2,
-        "device": "cpu",
-        "progress": False,
-        "val_tiles": 4,
-    }
+    settings = tiny_training(epochs=1, steps_per_epoch=2, val_tiles=4)
     result = volseg.train(image, labels, tmp_path / "c.pt", context=2, **settings)
     loaded = vmodel.load_checkpoint(result.path)
     assert loaded.config["context"] == 2 and loaded.config["in_channels"] == 5

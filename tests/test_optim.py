@@ -9,16 +9,9 @@ import volseg
 from volseg import model as vmodel
 from volseg import optim, synth, training
 
-SMALL = {
-    "encoder": "resnet18",
-    "encoder_depth": 3,
-    "decoder_channels": [32, 16, 8],
-    "tile": 64,
-    "batch_size": 4,
-    "device": "cpu",
-    "progress": False,
-    "val_tiles": 8,
-}
+from .conftest import tiny_training
+
+SMALL = tiny_training(val_tiles=8)
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,9 @@ import volseg
 from volseg import model as vmodel
 from volseg import synth, training
 
-SMALL = {
-    "encoder": "resnet18",
-    "encoder_depth": 3,
-    "decoder_channels": [32, 16, 8],
-    "tile": 64,
-    "batch_size": 4,
-    "epochs": 1,
-    "steps_per_epoch": 3,
-    "device": "cpu",
-    "progress": False,
-    "val_tiles": 64,
-}
+from .conftest import tiny_training
+
+SMALL = tiny_training(epochs=1, steps_per_epoch=3, val_tiles=64)
 
 
 @pytest.fixture(scope="module")

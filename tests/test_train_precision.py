@@ -9,19 +9,9 @@ import volseg
 from volseg import model as vmodel
 from volseg import synth
 
-SMALL = {
-    "encoder": "resnet18",
-    "encoder_depth": 3,
-    "decoder_channels": [32, 16, 8],
-    "tile": 64,
-    "batch_size": 8,
-    "epochs": 6,
-    "steps_per_epoch": 8,
-    "device": "cpu",
-    "progress": False,
-    "val_tiles": 32,
-    "patience": 6,
-}
+from .conftest import tiny_training
+
+SMALL = tiny_training(batch_size=8, epochs=6, steps_per_epoch=8, val_tiles=32, patience=6)
 
 
 @pytest.fixture(scope="module")

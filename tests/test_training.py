@@ -13,18 +13,9 @@ from volseg import io as vio
 from volseg import model as vmodel
 from volseg import synth, training
 
-SMALL = {
-    "encoder": "resnet18",
-    "encoder_depth": 3,
-    "decoder_channels": [32, 16, 8],
-    "tile": 64,
-    "batch_size": 4,
-    "epochs": 2,
-    "steps_per_epoch": 2,
-    "device": "cpu",
-    "progress": False,
-    "val_tiles": 8,
-}
+from .conftest import tiny_training
+
+SMALL = tiny_training(epochs=2, steps_per_epoch=2, val_tiles=8)
 
 
 @pytest.fixture(scope="module")
