@@ -698,3 +698,22 @@ def test_measure_and_report_of_an_incomplete_output_say_so(incomplete, tmp_path,
     argv = ["report", str(incomplete), "--allow-incomplete", "--html", str(html)]
     assert main([*argv, "--png-dir", str(tmp_path / "png")]) == 0
     assert "chunks_missing" in html.read_text()
+
+
+def test_physical_min_size_without_a_voxel_size_is_refused_before_any_chunk(
+    world, tmp_path, capsys
+):
+    root, checkpoint = world
+    out = tmp_path / "ms.zarr"
+    argv = ["segment", root / "scan.zarr" / "image", "--model", checkpoint, "--out", out]
+    refused([*argv, "--min-size", "0.5um3", *FAST], [root / "scan.zarr"], ["unit"], capsys)
+    assert not out.exists()  # nothing computed, nothing left 'running'
+
+
+def test_resume_with_another_min_size_is_refused(world, tmp_path, capsys):
+    root, checkpoint = world
+    out = tmp_path / "ms.zarr"
+    argv = ["segment", root / "scan.zarr" / "image", "--model", checkpoint, "--out", out, *FAST]
+    assert main([str(a) for a in argv]) == 0
+    capsys.readouterr()
+    refused([*argv, "--resume", "--min-size", "5"], [root / "scan.zarr"], ["min_size"], capsys)

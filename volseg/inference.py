@@ -31,7 +31,7 @@ from . import backends, guards, metrics, store, tiling
 from . import io as vio
 from . import model as vmodel
 from ._version import __version__
-from .cleanup import check_min_size, clean_output
+from .cleanup import check_min_size, clean_output, parse_min_size
 
 __all__ = [
     "SegmentationResult",
@@ -67,6 +67,7 @@ RESUME_KEYS = (
     "precision",
     "backend",
     "shards",
+    "min_size",
 )
 # What runs recorded before a setting existed did (older outputs resume with them).
 RESUME_DEFAULTS = {
@@ -78,6 +79,7 @@ RESUME_DEFAULTS = {
     "precision": "fp32",
     "backend": "torch",
     "shards": None,
+    "min_size": 0,
 }
 # An overlap may multiply the network's work at most this much (0.5 gives about 4).
 MAX_OVERLAP_COST = 16
@@ -1130,6 +1132,10 @@ def segment(
     )
     if voxel_size is not None:
         voxel_size = vio.validate_voxel_size(voxel_size)
+    physical = _voxel_size(volume, voxel_size, unit)
+    if min_size:
+        # a physical size needs the voxel size: refuse now, not after every chunk
+        parse_min_size(min_size, physical.get("voxel_size", (1.0, 1.0, 1.0)), physical.get("unit"))
     output, reused = _prepare_output(
         out,
         volume,
@@ -1143,7 +1149,7 @@ def segment(
         attrs,
         overwrite,
         resume,
-        _voxel_size(volume, voxel_size, unit),
+        physical,
     )
 
     settings = _Settings(
