@@ -1,4 +1,5 @@
-"""Tortuosity by the chunked conjugate-gradient solver against exact answers and TauFactor."""
+"""Tortuosity by the in-memory and the chunked conjugate-gradient solvers against exact
+answers, TauFactor and each other."""
 
 import numpy as np
 import pytest
@@ -13,12 +14,14 @@ def _porous(n: int, seed: int = 0, solid: float = 0.55) -> np.ndarray:
     return (smooth > np.quantile(smooth, solid)).astype(np.uint8)
 
 
-@pytest.mark.parametrize("chunks", [(12, 12, 12), (5, 7, 12), (3, 4, 5)])
+# A budget of 1000 bytes forces the chunked solver (iterates on disk).
+@pytest.mark.parametrize(("chunks", "budget"), [((12, 12, 12), "1GiB"), ((5, 7, 12), 1000)])
 @pytest.mark.parametrize("voxel_size", [(1.0, 1.0, 1.0), (0.5, 2.0, 1.0)])
-def test_straight_channels_have_tortuosity_one(chunks, voxel_size):
+def test_straight_channels_have_tortuosity_one(chunks, budget, voxel_size):
     channels = np.zeros((12, 12, 12), dtype=np.uint8)
     channels[:, 1::3, ::2] = 1
-    result = tortuosity(channels, voxel_size, chunks=chunks)
+    result = tortuosity(channels, voxel_size, chunks=chunks, memory_budget=budget)
+    assert result["solver"] == ("in-memory" if budget == "1GiB" else "chunked")
     z = result["axes"]["z"]
     assert z["percolates"] and z["converged"]
     assert z["tortuosity"] == pytest.approx(1.0, rel=1e-6)
@@ -31,14 +34,16 @@ def test_straight_channels_have_tortuosity_one(chunks, voxel_size):
         }
 
 
-@pytest.mark.parametrize("chunks", [(16, 6, 6), (5, 3, 4)])
-def test_layers_in_series_and_parallel_match_the_exact_values(chunks):
+@pytest.mark.parametrize(("chunks", "budget"), [((16, 6, 6), "1GiB"), ((5, 3, 4), 1000)])
+def test_layers_in_series_and_parallel_match_the_exact_values(chunks, budget):
     # Layers across z: 5 voxels of D=1, 3 of D=0.2, 8 of D=0.5.
     thickness = {0: 5, 1: 3, 2: 8}
     diffusivities = {0: 1.0, 1: 0.2, 2: 0.5}
     column = np.concatenate([np.full(n, label) for label, n in thickness.items()])
     labels = np.broadcast_to(column[:, None, None], (16, 6, 6)).astype(np.uint8)
-    result = tortuosity(labels, diffusivities=diffusivities, chunks=chunks, tol=1e-9)
+    result = tortuosity(
+        labels, diffusivities=diffusivities, chunks=chunks, tol=1e-9, memory_budget=budget
+    )
     series = 16 / sum(n / diffusivities[label] for label, n in thickness.items())
     parallel = sum(n * diffusivities[label] for label, n in thickness.items()) / 16
     assert result["mean_diffusivity"] == pytest.approx(parallel)
@@ -62,23 +67,47 @@ def test_matches_taufactor_on_a_porous_volume():
         assert ours["axes"][name]["effective_diffusivity"] == pytest.approx(d_eff, rel=1e-2)
 
 
-def test_any_chunking_gives_the_same_answer_and_disk_storage_too(tmp_path):
+def test_in_memory_and_chunked_solvers_agree_whatever_the_chunks(tmp_path):
     volume = _porous(12, seed=3)
     whole = tortuosity(volume, axes=("z", "x"))
-    assert whole["storage"] == "memory"
-    chunked = tortuosity(volume, axes=("z", "x"), chunks=(5, 12, 7))
-    on_disk = tortuosity(volume, axes=("z", "x"), chunks=(6, 6, 6), memory_budget=1000)
-    assert on_disk["storage"] == "disk"
+    assert (whole["solver"], whole["storage"]) == ("in-memory", "memory")
+    # Under 192 bytes per voxel but over 52: chunked, iterates in memory, chunks grouped
+    # into larger processing blocks.
+    grouped = tortuosity(volume, axes=("z", "x"), chunks=(3, 4, 5), memory_budget=200_000)
+    assert (grouped["solver"], grouped["storage"]) == ("chunked", "memory")
+    assert np.prod(grouped["blocks"]) > 3 * 4 * 5
+    on_disk = tortuosity(volume, axes=("z", "x"), chunks=(5, 12, 7), memory_budget=1000)
+    assert (on_disk["solver"], on_disk["storage"]) == ("chunked", "disk")
+    assert on_disk["blocks"] == [5, 12, 7]
     shared = tortuosity(volume, axes=("z",), chunks=(6, 12, 12), scratch=tmp_path)
-    assert shared["storage"] == "disk"
+    assert (shared["solver"], shared["storage"]) == ("chunked", "disk")
     assert list(tmp_path.iterdir()) == []  # its sub-folder is removed, nothing else touched
-    for other in (chunked, on_disk, shared):
+    for other in (grouped, on_disk, shared):
+        assert other["volume_fraction"] == whole["volume_fraction"]
         for name in other["axes"]:
-            assert other["axes"][name]["tortuosity"] == pytest.approx(
-                whole["axes"][name]["tortuosity"], rel=1e-5
-            )
+            ours, reference = other["axes"][name], whole["axes"][name]
+            assert ours["tortuosity"] == pytest.approx(reference["tortuosity"], rel=1e-5)
+            # The same iteration in exact arithmetic: the same count, give or take one.
+            assert abs(ours["iterations"] - reference["iterations"]) <= 1
     z = whole["axes"]["z"]
     assert z["flux_in"] == pytest.approx(z["flux_out"], rel=1e-4)
+
+
+def test_a_phase_that_does_not_percolate_is_found_by_both_solvers():
+    # Two slabs across z joined nowhere, and one isolated voxel (in eps, carries no flux).
+    volume = np.zeros((10, 8, 8), dtype=np.uint8)
+    volume[:4] = 1
+    volume[6:] = 1
+    volume[5, 2, 2] = 1
+    for budget in ("1GiB", 1000):
+        result = tortuosity(volume, axes=("z", "y"), chunks=(3, 4, 4), memory_budget=budget)
+        assert result["axes"]["z"] == {
+            "tortuosity": None,
+            "effective_diffusivity": 0.0,
+            "percolates": False,
+        }
+        y = result["axes"]["y"]
+        assert y["converged"] and y["tortuosity"] == pytest.approx(513 / 512, rel=1e-6)
 
 
 def test_operator_is_symmetric():

@@ -1,4 +1,4 @@
-"""Tortuosity factor and effective diffusivity, solved out of core chunk by chunk.
+"""Tortuosity factor and effective diffusivity, in memory or out of core chunk by chunk.
 
 :func:`tortuosity` solves steady-state diffusion through a phase (or through a
 label volume with a diffusivity per label) along each axis, the formulation of
@@ -20,13 +20,23 @@ TauFactor (Cooper et al., SoftwareX 2016):
   (TauFactor's ``tau = D_mean / D_rel``; ``tau = 1`` for straight channels).
 
 The linear system (symmetric, positive semi-definite) is solved by conjugate
-gradients with a Jacobi preconditioner. Each iteration is two passes of dask
-tasks, one per chunk: the matrix-vector product reads its chunk of the search
-direction with a one-voxel halo (two for the diffusivities); the dot products
-are sums of per-chunk partial sums. The iterates live in a Zarr scratch group
-(in memory when they fit in ``memory_budget``, else in a temporary folder on
-disk), so memory is one chunk plus its halo per running task whatever the
-volume size. Components that touch neither face carry no flux; a phase that
+gradients with a Jacobi preconditioner, in one of two ways with the same start,
+iteration and stopping rule (so their answers agree within the tolerance):
+
+* **in memory**, when the whole problem fits ``memory_budget`` (about 192 bytes
+  per voxel): the operator is assembled once as a scipy sparse matrix over the
+  diffusing voxels and the iteration runs on numpy vectors (percolation by
+  :func:`scipy.ndimage.label`);
+* **chunked**, for larger volumes (or with ``scratch``): each iteration is two
+  passes of dask tasks, one per processing block (whole storage chunks grouped
+  as far as the budget allows): the matrix-vector product reads its block of the
+  search direction with a one-voxel halo (two for the diffusivities); the dot
+  products are sums of per-block partial sums. The iterates live in a Zarr
+  scratch group (in memory when they fit in ``memory_budget``, else in a
+  temporary folder on disk), so memory is one block plus its halo per running
+  task whatever the volume size.
+
+Components that touch neither face carry no flux; a phase that
 does not percolate along an axis (checked first with the chunk-wise union-find
 of :mod:`volseg.microstructure`) has ``D_eff = 0`` and no finite tortuosity,
 without a solve.
@@ -38,6 +48,7 @@ import functools
 import logging
 import math
 import numbers
+import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -65,6 +76,11 @@ log = logging.getLogger(__name__)
 AXES = ("z", "y", "x")
 # x, r, p (two buffers), q, the diagonal in float64 and the diffusivity map in float32.
 STATE_BYTES_PER_VOXEL = 6 * 8 + 4
+# The in-memory solve: the sparse matrix (up to 7 entries of 12 bytes per diffusing voxel),
+# six float64 vectors, the diffusivity and index maps and the assembly's temporaries.
+IN_MEMORY_BYTES_PER_VOXEL = 192
+# One running task of the chunked solve: its arrays with halos and the stencil's temporaries.
+BLOCK_BYTES_PER_VOXEL = 256
 DEFAULT_MEMORY_BUDGET = 2**30
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _BINARY_UNITS = {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
@@ -228,6 +244,33 @@ def _blocks(shape: tuple[int, ...], chunks: tuple[int, ...]) -> list[tuple[slice
     ]
 
 
+def _processing_block(
+    shape: tuple[int, ...], chunks: tuple[int, ...], budget: int, workers: int
+) -> tuple[int, ...]:
+    """Storage chunks grouped into processing blocks that ``workers`` tasks hold in ``budget``.
+
+    Whole chunks only (writes never share a stored chunk), doubled along x, then y,
+    then z while the group fits: fewer, larger tasks per iteration.
+
+    Examples
+    --------
+    >>> _processing_block((64, 64, 64), (8, 8, 8), 256 * 32**3, 1)
+    (32, 32, 32)
+    >>> _processing_block((64, 64, 64), (8, 8, 8), 1000, 1)
+    (8, 8, 8)
+    """
+    target = budget // (BLOCK_BYTES_PER_VOXEL * max(workers, 1))
+    block = list(chunks)
+    grown = True
+    while grown:
+        grown = False
+        for k in (2, 1, 0):
+            if block[k] < shape[k] and 2 * math.prod(block) <= target:
+                block[k] = min(2 * block[k], -(-shape[k] // chunks[k]) * chunks[k])
+                grown = True
+    return tuple(block)
+
+
 def _read(array: Any, region: tuple[slice, ...], depth: int) -> np.ndarray:
     """``array`` over ``region`` grown by ``depth`` voxels, zeros outside the volume."""
     grown, pads = [], []
@@ -253,8 +296,14 @@ def _linear_profile(
     return (1.0 - (index + 0.5) / shape[axis]).reshape(view)
 
 
+def _dot(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> float:
+    """``a . b`` without BLAS: its threads spin against dask's and other jobs' (10x slower
+    on a busy machine), and the pairwise sum is as accurate."""
+    return float(np.multiply(a, b, out=out).sum())
+
+
 def _dots(*pairs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    return np.array([float(np.vdot(a, b)) for a, b in pairs])
+    return np.array([_dot(a, b) for a, b in pairs])
 
 
 def _init_block(state, region, axis, voxel_size, shape) -> np.ndarray:
@@ -349,6 +398,10 @@ def _solve_axis(
         iterations += 1
     face_regions = [region for region in regions if _on_faces(region, axis, shape)]
     flux_in, flux_out = _each_block(_flux_block, state, face_regions, *args)
+    return _record(float(flux_in), float(flux_out), iterations, relative, tol, axis, started)
+
+
+def _record(flux_in, flux_out, iterations, relative, tol, axis, started) -> dict[str, Any]:
     converged = relative <= tol
     if not converged:
         log.warning(
@@ -367,6 +420,181 @@ def _solve_axis(
         "converged": bool(converged),
         "seconds": time.perf_counter() - started,
     }
+
+
+# --------------------------------------------------------------------------- in memory
+
+
+def _system(diffusivity: np.ndarray, weights: Sequence[float], axis: int):
+    """The operator of the whole volume as a sparse matrix over its diffusing voxels.
+
+    The same stencil as :func:`diffusion_operator` (harmonic-mean face conductances,
+    Dirichlet faces half a voxel out), assembled once: the rows are the voxels with a
+    positive diffusivity in C order, the only ones whose value the solve changes.
+    Returns the matrix, its diagonal, the inlet and outlet conductances (as vectors over
+    those voxels) and the flat indices of the voxels.
+    """
+    from scipy import sparse
+
+    shape = diffusivity.shape
+    active = diffusivity > 0
+    flat = np.flatnonzero(active)
+    n = flat.size
+    index = np.full(shape, -1, dtype=np.int64 if n >= 2**31 else np.int32)
+    index.ravel()[flat] = np.arange(n, dtype=index.dtype)
+    values = diffusivity.ravel()[flat]
+    diag = np.zeros(n)
+    rows, cols, faces = [], [], []
+    for k in range(3):
+        low, high = _along(k, slice(None, -1)), _along(k, slice(1, None))
+        conductance = weights[k] * _harmonic(diffusivity[low], diffusivity[high])
+        linked = conductance > 0
+        first, second, value = index[low][linked], index[high][linked], conductance[linked]
+        del conductance, linked
+        diag += np.bincount(first, value, minlength=n) + np.bincount(second, value, minlength=n)
+        rows += [first, second]
+        cols += [second, first]
+        faces += [value, value]
+    inlet = np.zeros(n)
+    outlet = np.zeros(n)
+    along = np.unravel_index(flat, shape)[axis]
+    inlet[along == 0] = 2.0 * weights[axis] * values[along == 0]
+    outlet[along == shape[axis] - 1] = 2.0 * weights[axis] * values[along == shape[axis] - 1]
+    diag += inlet + outlet
+    rows.append(np.arange(n, dtype=index.dtype))
+    cols.append(rows[-1])
+    faces.append(diag)
+    del index
+    coupling = -np.concatenate(faces)
+    coupling[-n:] = diag  # the diagonal goes in with its own sign
+    matrix = sparse.csr_matrix(
+        (coupling, (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
+    )
+    profile = 1.0 - (along + 0.5) / shape[axis]
+    return matrix, diag, inlet, outlet, profile
+
+
+def _solve_in_memory(
+    diffusivity: np.ndarray, axis: int, voxel_size, tol: float, max_iter: int
+) -> dict[str, Any]:
+    """Jacobi-preconditioned conjugate gradients on the whole volume at once.
+
+    The iteration of :func:`_solve_axis` (same start, preconditioner and stopping
+    rule) on numpy vectors and a scipy sparse matrix, so both agree within ``tol``.
+    """
+    started = time.perf_counter()
+    matrix, diag, inlet, outlet, solution = _system(diffusivity, face_weights(voxel_size), axis)
+    inverse = _jacobi(np.ones_like(diag), diag)
+    residual = inlet - matrix @ solution
+    norm_b = math.sqrt(_dot(inlet, inlet))
+    preconditioned = residual * inverse
+    scratch = np.empty_like(diag)
+    rz, rr = _dot(residual, preconditioned, scratch), _dot(residual, residual, scratch)
+    relative = math.sqrt(rr) / norm_b if norm_b else 0.0
+    direction = np.zeros_like(diag)
+    beta, iterations = 0.0, 0
+    while relative > tol and iterations < max_iter:
+        direction *= beta
+        direction += preconditioned
+        product = matrix @ direction
+        pq = _dot(direction, product, scratch)
+        if pq <= 0:
+            break  # what is left lies on components without a Dirichlet face
+        alpha = rz / pq
+        solution += np.multiply(alpha, direction, out=scratch)
+        residual -= np.multiply(alpha, product, out=scratch)
+        np.multiply(residual, inverse, out=preconditioned)
+        rz_new = _dot(residual, preconditioned, scratch)
+        rr = _dot(residual, residual, scratch)
+        beta, rz = rz_new / rz, rz_new
+        relative = math.sqrt(max(rr, 0.0)) / norm_b
+        iterations += 1
+    return _record(
+        _dot(inlet, 1.0 - solution),
+        _dot(outlet, solution),
+        iterations,
+        relative,
+        tol,
+        axis,
+        started,
+    )
+
+
+# --------------------------------------------------------------------------- drivers
+
+
+def _axis_result(record: dict, axis: int, shape, voxel_size, mean_diffusivity) -> dict:
+    length = shape[axis] * voxel_size[axis]
+    section = math.prod(n * h for k, (n, h) in enumerate(zip(shape, voxel_size)) if k != axis)
+    effective = 0.5 * (record["flux_in"] + record["flux_out"]) * length / section
+    return {
+        "tortuosity": mean_diffusivity / effective if effective > 0 else None,
+        "effective_diffusivity": effective,
+        "percolates": True,
+        **record,
+    }
+
+
+NOT_PERCOLATING = {"tortuosity": None, "effective_diffusivity": 0.0, "percolates": False}
+
+
+def _tortuosity_in_memory(diffusivity: np.ndarray, axis_indices, voxel_size, tol, max_iter):
+    """Percolation (6-connected labels) and one sparse solve per axis, all in memory."""
+    from scipy import ndimage
+
+    shape = diffusivity.shape
+    diffusivity = diffusivity.astype(np.float64)
+    phase = diffusivity > 0
+    labels, _ = ndimage.label(phase)
+    n_phase = int(np.count_nonzero(phase))
+    del phase
+    mean_diffusivity = float(diffusivity.sum()) / math.prod(shape)
+    results = {}
+    for axis in axis_indices:
+        first = np.unique(labels[_along(axis, slice(0, 1))])
+        last = np.unique(labels[_along(axis, slice(-1, None))])
+        if not np.intersect1d(first[first > 0], last[last > 0]).size:
+            results[AXES[axis]] = dict(NOT_PERCOLATING)
+            continue
+        record = _solve_in_memory(diffusivity, axis, voxel_size, tol, max_iter)
+        results[AXES[axis]] = _axis_result(record, axis, shape, voxel_size, mean_diffusivity)
+    return results, n_phase, mean_diffusivity
+
+
+def _tortuosity_chunked(
+    group, diffusivity: da.Array, axis_indices, voxel_size, tol, max_iter, chunk_shape, block
+):
+    """Percolation (chunk-wise union-find) and the chunked solve per axis on ``group``."""
+    shape = tuple(int(s) for s in diffusivity.shape)
+    state = {
+        name: group.create_array(
+            name,
+            shape=shape,
+            chunks=chunk_shape,
+            dtype="float32" if name == "D" else "float64",
+            fill_value=0,
+            compressors=None,
+        )
+        for name in ("D", "diag", "x", "r", "p0", "p1", "q")
+    }
+    phase = diffusivity > 0
+    summaries, links = ms._connectivity_graph(phase, 6)
+    stored = da.store(diffusivity, state["D"], lock=False, compute=False)
+    _, total, n_phase, summaries, links = dask.compute(
+        stored, diffusivity.sum(dtype=np.float64), phase.sum(), summaries, links
+    )
+    percolates = ms._components(summaries, links, int(n_phase))["percolates"]
+    mean_diffusivity = float(total) / math.prod(shape)
+    regions = _blocks(shape, block)
+    results = {}
+    for axis in axis_indices:
+        name = AXES[axis]
+        if not percolates[name]:
+            results[name] = dict(NOT_PERCOLATING)
+            continue
+        record = _solve_axis(state, regions, axis, voxel_size, shape, tol, max_iter)
+        results[name] = _axis_result(record, axis, shape, voxel_size, mean_diffusivity)
+    return results, int(n_phase), mean_diffusivity
 
 
 # --------------------------------------------------------------------------- public
@@ -461,8 +689,9 @@ def tortuosity(
 
     Steady-state diffusion through the phase with ``c = 1`` and ``c = 0`` on the
     two faces along the axis and no flux elsewhere (TauFactor's formulation, see
-    the module docstring), solved by conjugate gradients chunk by chunk with dask.
-    The answer does not depend on the chunking beyond the solver tolerance.
+    the module docstring), solved by conjugate gradients in memory when the
+    volume fits ``memory_budget``, else chunk by chunk with dask. The answer
+    depends on neither the path nor the chunking beyond the solver tolerance.
 
     Parameters
     ----------
@@ -487,8 +716,11 @@ def tortuosity(
     max_iter : int, optional
         Conjugate-gradient iterations per axis; default ``20 * max(shape) + 100``.
     memory_budget : int or str
-        The iterates (52 bytes per voxel) stay in memory up to this size
-        (default 1 GiB), else in a temporary Zarr folder on disk.
+        Default 1 GiB. Up to this size the whole problem is solved in memory
+        (about 192 bytes per voxel); above it, chunked, with the iterates (52
+        bytes per voxel) in a Zarr group in memory while they fit, else in a
+        temporary folder on disk, and processing blocks of whole chunks that
+        the dask workers hold within the budget together.
     scratch : path, optional
         An existing folder in which to keep the iterates on disk whatever their
         size (e.g. a shared filesystem for a ``dask.distributed`` cluster); a
@@ -500,7 +732,9 @@ def tortuosity(
         JSON-serialisable: ``shape``, ``voxel_size``, ``unit``, ``label`` or
         ``diffusivities``, ``chunks``, ``tol``, ``volume_fraction`` (fraction of
         voxels with a positive diffusivity), ``mean_diffusivity`` (``eps D``),
-        ``storage`` ("memory" or "disk") and ``axes``: per axis name
+        ``storage`` ("memory" or "disk"), ``solver`` ("in-memory" or
+        "chunked"), ``blocks`` (the processing block shape) and ``axes``: per
+        axis name
 
         ``tortuosity``
             ``mean_diffusivity / effective_diffusivity``; None when the phase
@@ -546,56 +780,26 @@ def tortuosity(
     if max_iter is None:
         max_iter = 20 * max(shape) + 100
     diffusivity = array.map_blocks(_diffusivity_map, values, coefficients, dtype=np.float32)
-
-    parent = scratch
-    if parent is None and n_total * STATE_BYTES_PER_VOXEL > budget:
-        parent = tempfile.gettempdir()
-    group, folder = vio.scratch_group(parent)
-    try:
-        state = {
-            name: group.create_array(
-                name,
-                shape=shape,
-                chunks=chunk_shape,
-                dtype="float32" if name == "D" else "float64",
-                fill_value=0,
-                compressors=None,
-            )
-            for name in ("D", "diag", "x", "r", "p0", "p1", "q")
-        }
-        phase = diffusivity > 0
-        summaries, links = ms._connectivity_graph(phase, 6)
-        stored = da.store(diffusivity, state["D"], lock=False, compute=False)
-        _, total, n_phase, summaries, links = dask.compute(
-            stored, diffusivity.sum(dtype=np.float64), phase.sum(), summaries, links
+    in_memory = scratch is None and n_total * IN_MEMORY_BYTES_PER_VOXEL <= budget
+    block = shape if in_memory else chunk_shape
+    folder = None
+    if in_memory:
+        results, n_phase, mean_diffusivity = _tortuosity_in_memory(
+            diffusivity.compute(), axis_indices, voxel_size, tol, max_iter
         )
-        percolates = ms._components(summaries, links, int(n_phase))["percolates"]
-        mean_diffusivity = float(total) / n_total
-        regions = _blocks(shape, chunk_shape)
-        results = {}
-        for axis in axis_indices:
-            name = AXES[axis]
-            if not percolates[name]:
-                results[name] = {
-                    "tortuosity": None,
-                    "effective_diffusivity": 0.0,
-                    "percolates": False,
-                }
-                continue
-            record = _solve_axis(state, regions, axis, voxel_size, shape, tol, max_iter)
-            length = shape[axis] * voxel_size[axis]
-            section = math.prod(
-                n * h for k, (n, h) in enumerate(zip(shape, voxel_size)) if k != axis
+    else:
+        parent = scratch
+        if parent is None and n_total * STATE_BYTES_PER_VOXEL > budget:
+            parent = tempfile.gettempdir()
+        workers = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+        block = _processing_block(shape, chunk_shape, budget, workers)
+        group, folder = vio.scratch_group(parent)
+        try:
+            results, n_phase, mean_diffusivity = _tortuosity_chunked(
+                group, diffusivity, axis_indices, voxel_size, tol, max_iter, chunk_shape, block
             )
-            effective = 0.5 * (record["flux_in"] + record["flux_out"]) * length / section
-            results[name] = {
-                "tortuosity": mean_diffusivity / effective if effective > 0 else None,
-                "effective_diffusivity": effective,
-                "percolates": True,
-                **record,
-            }
-    finally:
-        vio.remove_scratch(folder)
+        finally:
+            vio.remove_scratch(folder)
 
     result = {
         "shape": list(shape),
@@ -606,6 +810,8 @@ def tortuosity(
         "volume_fraction": int(n_phase) / n_total,
         "mean_diffusivity": mean_diffusivity,
         "storage": "memory" if folder is None else "disk",
+        "solver": "in-memory" if in_memory else "chunked",
+        "blocks": list(block),
         "axes": results,
     }
     if diffusivities is None:
