@@ -239,3 +239,14 @@ def test_cli_tile_precision_and_backend(scan, checkpoint, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*args, "--tile", "big"])
     assert "use auto or a multiple of 32" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.1, 0.25])
+@pytest.mark.parametrize("side", [200, 501, 1024])
+def test_auto_tiles_never_shrink_below_the_trained_tile(side, overlap):
+    """A small margin (overlap 0) must not buy cheap 32-pixel tiles with no context."""
+    grid = inference.plane_grid((side, side), "auto", overlap)
+    assert grid.tile >= inference.AUTO_MIN_TILE
+    # ... except a single tile that covers a small plane whole
+    small = inference.plane_grid((40, 50), "auto", 0.25)
+    assert small.n_tiles == 1 and small.tile < inference.AUTO_MIN_TILE

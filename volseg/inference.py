@@ -81,6 +81,8 @@ RESUME_DEFAULTS = {
     "shards": None,
     "min_size": 0,
 }
+# tile="auto" never uses tiles smaller than the trained tile (unless one covers the plane).
+AUTO_MIN_TILE = 128
 # An overlap may multiply the network's work at most this much (0.5 gives about 4).
 MAX_OVERLAP_COST = 16
 # Default blocks when slices along y and x are predicted too (axes="zyx" or refine):
@@ -220,6 +222,7 @@ def plane_grid(
             tuple(plane),
             margin=tiling.context_margin(overlap),
             max_tile=tiling.max_auto_tile(batch_size),
+            min_tile=AUTO_MIN_TILE,
         )
     return tiling.plane_grid(tuple(plane), int(tile), overlap)
 

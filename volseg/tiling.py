@@ -268,7 +268,11 @@ def fitted_axis_grid(size: int, tile: int, margin: int) -> AxisGrid:
 
 
 def auto_plane_grid(
-    shape: tuple[int, int], margin: int = 16, max_tile: int = 512, multiple: int = 32
+    shape: tuple[int, int],
+    margin: int = 16,
+    max_tile: int = 512,
+    multiple: int = 32,
+    min_tile: int | None = None,
 ) -> PlaneGrid:
     """The tile grid fitted to a plane that computes the fewest model pixels per pixel.
 
@@ -288,6 +292,11 @@ def auto_plane_grid(
         Largest tile (:func:`max_auto_tile`: the memory budget of a forward pass).
     multiple : int
         Tiles are multiples of this (32: the U-Net halves the size up to 5 times).
+    min_tile : int, optional
+        Smallest tile, except a single tile that covers the whole plane with its margin
+        (segment passes 128, the trained tile, so that a small ``margin``, e.g. at
+        overlap 0, cannot shrink the tiles below the context the network was trained
+        with). Default: ``multiple``.
 
     Returns
     -------
@@ -310,7 +319,11 @@ def auto_plane_grid(
     lowest = max(multiple, (2 * int(margin)) // multiple * multiple + multiple)
     largest = max(lowest, int(max_tile) // multiple * multiple)
     best = None
+    whole = max(height, width) + 2 * int(margin)  # one tile of this size covers the plane
+    floor = multiple if min_tile is None else max(multiple, int(min_tile))
     for tile in range(lowest, largest + 1, multiple):
+        if tile < floor and tile < whole:
+            continue
         grid = PlaneGrid(
             y=fitted_axis_grid(height, tile, margin), x=fitted_axis_grid(width, tile, margin)
         )
