@@ -717,3 +717,11 @@ def test_resume_with_another_min_size_is_refused(world, tmp_path, capsys):
     assert main([str(a) for a in argv]) == 0
     capsys.readouterr()
     refused([*argv, "--resume", "--min-size", "5"], [root / "scan.zarr"], ["min_size"], capsys)
+
+
+def test_measure_a_label_the_volume_does_not_hold_is_refused(world, capsys):
+    root, _ = world
+    labels = root / "scan.zarr" / "labels"
+    refused(
+        ["measure", labels, "--label", "5"], [root / "scan.zarr"], ["label=5", "0, 1, 2"], capsys
+    )

@@ -326,6 +326,20 @@ def _as_phase(mask: Any, label: Any, chunks: Any) -> tuple[vio.Scan, da.Array]:
     return scan, array == _validate_label(label, "label")
 
 
+def _refuse_absent_label(scan: vio.Scan, label: float, chunks: Any) -> None:
+    """An empty phase is a result only when the volume holds nothing else either; a label
+    the volume does not use next to other values is a wrong ``label`` (0 voxels, exit 0)."""
+    _, array = _as_volume(scan.array, chunks, role="mask")
+    values = np.unique(da.unique(array).compute())
+    if np.any(values != 0):
+        shown = ", ".join(f"{v:g}" for v in values[:10].tolist())
+        raise ValueError(
+            f"mask {scan.source} holds no voxel of label={label:g}; it holds the values "
+            f"{shown}: pass --label (label=) with the value of the phase to measure."
+        )
+    log.warning("mask %s is empty (all 0): the phase has no voxel", scan.source)
+
+
 def _voxel_size_of(scan: vio.Scan, voxel_size: Any) -> tuple[tuple[float, ...], str | None]:
     """The given voxel size, else the one in the OME-Zarr metadata, else 1 (voxel units)."""
     if voxel_size is not None:
@@ -1029,6 +1043,8 @@ def measure(
         **_volume(shape, voxel_size),
     }
     result.update(_phase_measures(computed, voxel_size, result["total_voxels"]))
+    if result["phase_voxels"] == 0 and cleanup is None:
+        _refuse_absent_label(scan, result["label"], chunks)
     if tortuosity and not (checked is not None and checked[0].missing):
         from .transport import phase_transport
 
