@@ -20,12 +20,17 @@ needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="needs openvino (vo
 needs_onnxruntime = pytest.mark.skipif(
     not HAS_ONNXRUNTIME, reason="needs onnxruntime (volseg[onnx])"
 )
+# OpenVINO refuses bf16 where the CPU would run it as fp32.
+needs_openvino_bf16 = pytest.mark.skipif(
+    not HAS_OPENVINO or "BF16" not in backends._openvino_cpu_capabilities(),
+    reason="needs openvino and a CPU it runs bf16 on",
+)
 # Every backend and precision that runs on a CPU.
 COMBINATIONS = [
     pytest.param("torch", "fp32", id="torch-fp32"),
     pytest.param("torch", "bf16", id="torch-bf16"),
     pytest.param("openvino", "fp32", id="openvino-fp32", marks=needs_openvino),
-    pytest.param("openvino", "bf16", id="openvino-bf16", marks=needs_openvino),
+    pytest.param("openvino", "bf16", id="openvino-bf16", marks=needs_openvino_bf16),
     pytest.param("onnxruntime", "fp32", id="onnxruntime-fp32", marks=needs_onnxruntime),
 ]
 
@@ -201,7 +206,9 @@ def test_every_backend_resumes_to_the_same_result(
     assert 0 < done.sum() < done.size
     other = "fp32" if precision != "fp32" else "bf16"
     if backend != "onnxruntime":
-        with pytest.raises(ValueError, match=r"other settings \(precision\)"):
+        # (or, openvino on a CPU without bf16: bf16 itself refused)
+        refused = r"other settings \(precision\)|not available with backend='openvino'"
+        with pytest.raises(ValueError, match=refused):
             run(
                 scan_zarr / "image",
                 checkpoint,
@@ -287,3 +294,63 @@ def test_loaded_model_in_memory_runs_every_backend(anode_arrays, checkpoint):
             image[:2], model=in_memory, backend=backend, precision="fp32", **RUN
         ).mask[...]
     assert np.mean(masks.get("onnxruntime", masks["torch"]) != masks["torch"]) < 1e-3
+
+
+@needs_openvino
+def test_openvino_precision_recorded_is_the_one_the_cpu_runs(scan_zarr, checkpoint, tmp_path):
+    """OpenVINO's CPU plugin silently runs an f16 hint as bf16 (or f32) where it lacks fp16."""
+    import openvino as ov
+
+    loaded = vmodel.load_checkpoint(checkpoint)
+    compiled = ov.Core().compile_model(
+        backends._read_bytes(backends._export_bytes(loaded)),
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": "f16"},
+    )
+    used = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    out = tmp_path / "o.zarr"
+    if used == "f16":  # a CPU that runs fp16: recorded as such
+        result = run(scan_zarr / "image", checkpoint, out, backend="openvino", precision="fp16")
+        assert result.group.attrs["volseg"]["parameters"]["precision"] == "fp16"
+        return
+    actual = {"bf16": "bf16", "f32": "fp32"}[used]
+    message = rf"OpenVINO runs fp16 as {actual} here\); use precision='{actual}'"
+    with pytest.raises(ValueError, match=message):  # up front, before any output
+        run(scan_zarr / "image", checkpoint, out, backend="openvino", precision="fp16")
+    assert not out.exists()
+    with pytest.raises(ValueError, match=message):  # and where the network is compiled
+        backends.OpenVINOPredictor(loaded, "fp16")
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("openvino", marks=needs_openvino),
+        pytest.param("onnxruntime", marks=needs_onnxruntime),
+    ],
+)
+def test_a_corrupt_cached_onnx_file_is_exported_again(
+    backend, checkpoint, tmp_path, monkeypatch, caplog
+):
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(checkpoint.read_bytes())
+    loaded = vmodel.load_checkpoint(copy)
+    tiles = np.random.default_rng(0).random((3, 64, 64), dtype=np.float32)
+    fresh = backends.PREDICTORS[backend](loaded, "fp32")(tiles)
+    cached = tmp_path / f"copy.pt.{loaded.sha256[:16]}.onnx"
+    size = cached.stat().st_size
+    with open(cached, "r+b") as handle:  # an interrupted copy
+        handle.truncate(1000)
+    with caplog.at_level("WARNING", logger="volseg.backends"):
+        recovered = backends.PREDICTORS[backend](loaded, "fp32")(tiles)
+    np.testing.assert_array_equal(recovered, fresh)
+    assert f"cached ONNX file {cached} cannot be loaded" in caplog.text
+    assert cached.stat().st_size == size
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: pytest.fail("exported again"))
+    np.testing.assert_array_equal(backends.PREDICTORS[backend](loaded, "fp32")(tiles), fresh)
+    monkeypatch.undo()
+    # An export that cannot be loaded even freshly written: a clear error naming the file.
+    cached.write_bytes(b"not onnx")
+    monkeypatch.setattr(backends, "_export_bytes", lambda loaded: b"still not onnx")
+    with pytest.raises(ValueError, match=rf"ONNX export '{cached}' .* even freshly exported"):
+        backends.PREDICTORS[backend](loaded, "fp32")

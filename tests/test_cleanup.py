@@ -61,8 +61,9 @@ def test_a_component_split_over_chunks_counts_as_one():
     labels = np.zeros((8, 8, 8), dtype=np.uint8)
     labels[:, :, 4:] = 2
     labels[3:5, 3:5, 3:5] = 1  # 8 voxels, one in each of 8 chunks of 4^3
+    labels[6:, :, :2] = 1  # a larger YSZ component: the phase is not erased whole
     kept, report = remove_small_components(labels, 8, chunks=(4, 4, 4))
-    assert report["1"] == {"components": 1, "removed_components": 0, "removed_voxels": 0}
+    assert report["1"] == {"components": 2, "removed_components": 0, "removed_voxels": 0}
     np.testing.assert_array_equal(kept.compute(), labels)
     cleaned, report = remove_small_components(labels, 9, chunks=(4, 4, 4))
     assert report["1"]["removed_voxels"] == 8
@@ -74,6 +75,7 @@ def test_cleanup_lowers_tpb_of_rims():
     labels = np.zeros((10, 10, 10), dtype=np.uint8)
     labels[:, :, 5:] = 2
     labels[:, 4:6, 4] = 1  # a one-voxel-thick YSZ rim between pore and Ni
+    labels[:4, :4, :3] = 1  # a YSZ grain inside the pore (no TPB), kept
     before = measure_phases(labels, max_radius=2)["tpb_edges"]["z"]
     after = measure_phases(labels, max_radius=2, min_size=30)
     assert before > 0 and after["tpb_edges"]["z"] == 0
@@ -135,3 +137,51 @@ def test_measure_binary_min_size_and_cli_refusal(capsys):
     with pytest.raises(SystemExit):
         main(["measure", "x.zarr", "--min-size", "lots"])
     assert "min_size='lots'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("chunks", [(8, 8, 8), (3, 5, 4)])
+def test_a_huge_min_size_never_swaps_a_binary_mask(chunks):
+    mask = np.zeros((8, 8, 8), dtype=np.uint8)
+    mask[:, :, 1:] = 1  # 448 foreground voxels, 64 background
+    mask[4, 4, 4] = 0
+    with pytest.raises(ValueError) as info:
+        remove_small_components(mask, 10**30, values=(0, 1), chunks=chunks)
+    message = str(info.value)
+    assert "min_size=" in message and "would remove every component of phase 0" in message
+    assert "(its largest has 64 voxels)" in message and "at most 64 voxels" in message
+    # At the limit the largest component of every phase is kept, whatever the chunking.
+    cleaned, report = remove_small_components(mask, 64, values=(0, 1), chunks=chunks)
+    expected = mask.copy()
+    expected[4, 4, 4] = 1
+    np.testing.assert_array_equal(cleaned.compute(), expected)
+    assert report["0"]["removed_voxels"] == 1
+    with pytest.raises(ValueError, match="phase 'pore' .its largest has 64 voxels"):
+        remove_small_components(mask, "1e30", values=(0, 1), names=("pore", "ni"), chunks=chunks)
+
+
+def test_a_huge_min_size_never_erases_a_phase_of_three():
+    labels = _three_phases()
+    names = tuple(f"p{v}" for v in VALUES)
+    sizes = {}
+    for value in VALUES:
+        components, _ = ndimage.label(labels == value)
+        sizes[value] = int(np.bincount(components.ravel())[1:].max())
+    for chunks in [(14, 15, 13), (5, 6, 4)]:
+        # The first phase whose components would all go is named, with its largest.
+        with pytest.raises(ValueError, match=f"phase 'p0' .its largest has {sizes[0]} voxels"):
+            remove_small_components(labels, 10**30, chunks=chunks, names=names)
+    smallest = min(sizes, key=sizes.get)
+    limit = sizes[smallest]
+    with pytest.raises(ValueError, match=f"phase 'p{smallest}'.*at most {limit} voxels"):
+        remove_small_components(labels, limit + 1, chunks=(5, 6, 4), names=names)
+    cleaned, _ = remove_small_components(labels, limit, chunks=(5, 6, 4))
+    np.testing.assert_array_equal(cleaned.compute(), _reference(labels, limit))
+    for value in VALUES:
+        assert np.count_nonzero(cleaned.compute() == value) >= sizes[value]
+
+
+def test_a_single_phase_volume_is_left_alone():
+    labels = np.full((4, 4, 4), 2, dtype=np.uint8)
+    cleaned, report = remove_small_components(labels, 10**30, chunks=(2, 2, 2))
+    np.testing.assert_array_equal(cleaned.compute(), labels)
+    assert report["2"]["removed_voxels"] == 0

@@ -165,3 +165,40 @@ def test_error_bars_clean_variants_like_the_run(scan_zarr, checkpoint3, tmp_path
     measured = measure_with_errors(result.path, max_radius=2)
     assert measured["min_size_voxels"] == 8
     assert measured["errors"]["min_size_voxels"] == 0
+
+
+def test_an_undefined_variant_gives_an_unbounded_error_bar(tmp_path, capsys):
+    from volseg.io import create_output
+    from volseg.uncertainty import Unbounded, format_row
+
+    # A column at p = 0.55 is the only path along z: gone at threshold 0.6.
+    path = tmp_path / "out.zarr"
+    out = create_output(str(path), (6, 6, 6), (6, 6, 6), attrs={}, prob_dtype="float32")
+    p = np.zeros((6, 6, 6), np.float32)
+    p[:, 2:4, 2:4] = 0.55
+    p[:2] = 0.9
+    out.prob[...] = p
+    out.mask[...] = p >= 0.5
+    result = measure_with_errors(path, max_radius=2, tortuosity=True)
+    assert result["tortuosity"]["z"] > 1
+    error = result["errors"]["tortuosity"]["z"]
+    assert isinstance(error, Unbounded) and float(error) == float("inf")
+    assert error.variants == ("threshold 0.6",)
+    assert result["errors_undefined"] == {"tortuosity.z": ["threshold 0.6"]}
+    assert result["errors"]["volume_fraction"] == pytest.approx(16 / 216)
+    # Never a bare value that looks exact, and the JSON stays strict JSON.
+    row = format_row("tortuosity z", result["tortuosity"]["z"], error, "")
+    assert row.endswith("+/- inf (undefined in variant threshold 0.6)")
+    assert json.loads(json.dumps(result, allow_nan=False))["errors"]["tortuosity"]["z"] == "inf"
+    assert error_bars([1.0], [[None], [2.0]]) == ["inf"]
+    assert error_bars([1.0], [[None], [2.0]])[0].variants == ("#0",)
+
+    saved = tmp_path / "measures.json"
+    main(["measure", str(path), "--error-bars", "--tortuosity", "z", "--json", str(saved)])
+    printed = capsys.readouterr().out
+    assert "+/- inf (undefined in variant threshold 0.6)" in printed
+    text = saved.read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    values = json.loads(text)
+    assert values["errors"]["tortuosity"]["z"] == "inf"
+    assert values["errors_undefined"] == {"tortuosity.z": ["threshold 0.6"]}

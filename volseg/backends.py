@@ -57,6 +57,8 @@ EXTRAS = {"openvino": "openvino", "onnxruntime": "onnx"}
 # CPU instruction sets that run bf16 matrix products natively.
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+# OpenVINO's CPU optimisation capability that runs each reduced precision natively.
+OPENVINO_CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}
 ONNX_OPSET = 17
 
 
@@ -120,6 +122,13 @@ def resolve_precision(
     -------
     str
 
+    Raises
+    ------
+    ValueError
+        Unknown precision, or one the backend does not run here (onnxruntime: not
+        fp32; openvino: bf16 or fp16 where the CPU lacks it, which OpenVINO would
+        silently run as another).
+
     Examples
     --------
     >>> resolve_precision("fp32", "cpu")
@@ -146,11 +155,34 @@ def resolve_precision(
                 "backend='openvino'."
             )
         return "fp32"
+    if backend == "openvino" and precision in OPENVINO_CAPABILITY:
+        capabilities = _openvino_cpu_capabilities()
+        if OPENVINO_CAPABILITY[precision] not in capabilities:
+            actual = "bf16" if precision == "fp16" and "BF16" in capabilities else "fp32"
+            raise _openvino_precision_error(precision, actual)
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_supports_bf16() else "fp32"
+
+
+@lru_cache(maxsize=1)
+def _openvino_cpu_capabilities() -> frozenset[str]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU (``BF16``, ``FP16``, ...)."""
+    import openvino as ov
+
+    return frozenset(str(cap) for cap in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def _openvino_precision_error(requested: str, actual: str) -> ValueError:
+    """The error for a precision OpenVINO's CPU plugin would silently run as another."""
+    instead = " or ".join(repr(p) for p in dict.fromkeys((actual, "fp32")))
+    return ValueError(
+        f"precision={requested!r} is not available with backend='openvino' on this CPU "
+        f"(OpenVINO runs {requested} as {actual} here); use precision={instead}, or "
+        "precision='auto'."
+    )
 
 
 def backend_available(backend: str) -> bool:
@@ -320,6 +352,46 @@ def export_onnx(loaded: vmodel.LoadedModel) -> str | bytes:
     return str(target)
 
 
+def _load_onnx(loaded: vmodel.LoadedModel, build: Any, backend: str) -> Any:
+    """``build(source)`` on the ONNX export; a cached file that fails is exported again once.
+
+    A corrupt or truncated cache file (an interrupted copy, a full disk) would
+    otherwise fail every run the same way: it is deleted, with a warning, and the
+    network exported afresh; if that fails too, a ValueError names the file.
+    """
+    source = export_onnx(loaded)
+    if not isinstance(source, str):
+        return build(source)
+    try:
+        return build(source)
+    except Exception as exc:
+        log.warning(
+            "cached ONNX file %s cannot be loaded by %s (%s: %s); deleting it and exporting "
+            "the network again",
+            source,
+            backend,
+            type(exc).__name__,
+            _first_line(exc),
+        )
+        with contextlib.suppress(OSError):
+            Path(source).unlink()
+    source = export_onnx(loaded)
+    try:
+        return build(source)
+    except Exception as exc:
+        name = source if isinstance(source, str) else _onnx_cache_path(loaded)
+        raise ValueError(
+            f"the ONNX export {str(name)!r} of model {loaded.path!r} cannot be loaded by "
+            f"{backend}, even freshly exported ({type(exc).__name__}: {_first_line(exc)}); "
+            "delete the file and retry, or use backend='torch'."
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _threads() -> int:
     """Threads per forward pass: the torch thread count volseg gives each task."""
     return max(1, torch.get_num_threads())
@@ -381,7 +453,8 @@ class OpenVINOPredictor(_OnnxPredictor):
     loaded : volseg.model.LoadedModel
         The checkpoint's network (exported with :func:`export_onnx`).
     precision : {"fp32", "bf16", "fp16"}
-        OpenVINO's ``INFERENCE_PRECISION_HINT``.
+        OpenVINO's ``INFERENCE_PRECISION_HINT``; a ValueError where the CPU plugin
+        would run another (it runs fp16 as bf16 on CPUs without fp16 arithmetic).
 
     Examples
     --------
@@ -398,22 +471,32 @@ class OpenVINOPredictor(_OnnxPredictor):
         super().__init__(loaded, precision)
         import openvino as ov
 
-        source = export_onnx(loaded)
         core = ov.Core()
-        model = core.read_model(source) if isinstance(source, str) else _read_bytes(source)
         threads = _threads()
         streams = _streams(threads)
-        compiled = core.compile_model(
-            model,
-            "CPU",
-            {
-                "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision],
-                "NUM_STREAMS": streams,
-                "INFERENCE_NUM_THREADS": streams * threads,
-                # Pinning would tie every worker process to the same first cores.
-                "ENABLE_CPU_PINNING": False,
-            },
-        )
+
+        def compile_source(source: str | bytes) -> Any:
+            model = core.read_model(source) if isinstance(source, str) else _read_bytes(source)
+            return core.compile_model(
+                model,
+                "CPU",
+                {
+                    "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision],
+                    "NUM_STREAMS": streams,
+                    "INFERENCE_NUM_THREADS": streams * threads,
+                    # Pinning would tie every worker process to the same first cores.
+                    "ENABLE_CPU_PINNING": False,
+                },
+            )
+
+        compiled = _load_onnx(loaded, compile_source, self.backend)
+        # The CPU plugin silently runs a precision it lacks as another (fp16 as bf16):
+        # refuse rather than record a precision that is not the one used.
+        used = compiled.get_property("INFERENCE_PRECISION_HINT")
+        used = used.get_type_name() if hasattr(used, "get_type_name") else str(used)
+        if used != OPENVINO_PRECISION[precision]:
+            actual = {v: k for k, v in OPENVINO_PRECISION.items()}.get(used, used)
+            raise _openvino_precision_error(precision, actual)
         self._requests: queue.Queue = queue.Queue()
         for _ in range(streams):
             self._requests.put(compiled.create_infer_request())
@@ -468,8 +551,12 @@ class OnnxRuntimePredictor(_OnnxPredictor):
         options = ort.SessionOptions()
         options.intra_op_num_threads = _threads()
         options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            export_onnx(loaded), options, providers=["CPUExecutionProvider"]
+        self._session = _load_onnx(
+            loaded,
+            lambda source: ort.InferenceSession(
+                source, options, providers=["CPUExecutionProvider"]
+            ),
+            self.backend,
         )
         self._input_name = self._session.get_inputs()[0].name
 

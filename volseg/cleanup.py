@@ -19,6 +19,12 @@ The rule does not depend on the chunking:
    ties going to the phase listed first; a component with no face to another
    phase (it fills the volume) is kept.
 
+A clean-up never swaps or erases a whole phase: a ``min_size`` above the largest
+component of a phase that has voxels (while another phase has voxels too) is
+refused with a :class:`ValueError` naming the largest size allowed, before any
+voxel is moved. The check uses the global component sizes, so it does not
+depend on the chunking either.
+
 All reassignments read the input labels, so they do not depend on the order in
 which components are visited either. Only small per-chunk tables travel to the
 client; the cleaned volume is a lazy dask array with the input's chunks.
@@ -227,6 +233,7 @@ def remove_small_components(
     connectivity: int = 6,
     voxel_size: Sequence[float] | None = None,
     unit: str | None = None,
+    names: Sequence[str] | None = None,
 ) -> tuple[da.Array, dict[str, Any]]:
     """Reassign components smaller than ``min_size`` to their most-touching neighbour phase.
 
@@ -247,6 +254,8 @@ def remove_small_components(
         Voxels of a component touch by faces (6) or also edges and corners.
     voxel_size, unit : optional
         For a physical ``min_size``; default from the OME-Zarr metadata.
+    names : sequence of str, optional
+        The phase names, in the order of ``values``, for error messages.
 
     Returns
     -------
@@ -263,15 +272,33 @@ def remove_small_components(
 
     >>> labels = np.zeros((4, 4, 4), dtype=np.uint8)
     >>> labels[:, :, 2:] = 2
+    >>> labels[3, :2, :2] = 1  # a YSZ grain of 4 voxels, kept
     >>> labels[1, 1, 1] = 1
     >>> cleaned, report = remove_small_components(labels, 2, chunks=(2, 2, 2))
     >>> int(cleaned[1, 1, 1]), report["1"]["removed_voxels"]
     (0, 1)
+
+    A ``min_size`` that would remove every component of a phase (and so swap or
+    erase the phase) is refused:
+
+    >>> try:
+    ...     remove_small_components(labels, 100, chunks=(2, 2, 2))
+    ... except ValueError as error:
+    ...     print(str(error).split("; ")[1])
+    use a min_size of at most 27 voxels.
+
+    Raises
+    ------
+    ValueError
+        For malformed options, or a ``min_size`` that would remove every
+        component of a phase that has voxels while another phase has voxels.
     """
     values = tuple(ms._validate_label(v, "values") for v in values)
     if len(set(values)) != len(values) or len(values) < 2:
         raise ValueError(f"values={values!r} must be two or more different label values.")
     ms._validate_options(connectivity, 1)
+    if names is not None and len(names) != len(values):
+        raise ValueError(f"names={names!r} must give one name per value of values={values!r}.")
     scan, volume = ms._as_volume(labels, chunks, role="labels")
     size, recorded_unit = ms._voxel_size_of(scan, voxel_size)
     threshold = parse_min_size(min_size, size, unit or recorded_unit)
@@ -296,6 +323,7 @@ def remove_small_components(
             "removed_components": int(is_small.sum()),
             "removed_voxels": int(sizes[is_small].sum()),
         }
+    _refuse_whole_phase(min_size, threshold, values, names, merged)
     if not any(report[str(v)]["removed_components"] for v in values):
         return volume, report
 
@@ -357,6 +385,29 @@ def remove_small_components(
     return cleaned, report
 
 
+def _refuse_whole_phase(min_size, threshold, values, names, merged) -> None:
+    """Refuse a ``min_size`` that would remove every component of a phase.
+
+    Every component of such a phase would be reassigned to a neighbour phase
+    (read in the input labels), so a binary mask would be inverted. A phase that
+    is the only one with voxels is left alone: its components touch no other
+    phase and are kept anyway.
+    """
+    voxels = {value: int(merged[value][3].sum()) for value in values}
+    for index, value in enumerate(values):
+        sizes = merged[value][3]
+        others = sum(voxels.values()) - voxels[value]
+        if voxels[value] == 0 or others == 0 or sizes.max() >= threshold:
+            continue
+        largest = int(sizes.max())
+        phase = repr(names[index]) if names is not None else repr(value)
+        raise ValueError(
+            f"min_size={min_size!r} ({threshold} voxels) would remove every component of "
+            f"phase {phase} (its largest has {largest} voxels) and swap or erase the whole "
+            f"phase; use a min_size of at most {largest} voxels."
+        )
+
+
 def check_min_size(min_size: Any) -> None:
     """Refuse a malformed ``min_size`` before any work (units are checked later).
 
@@ -389,18 +440,21 @@ def clean_output(output: Any, min_size: int | str, phases: dict | None) -> dict[
     >>> import zarr
     >>> from volseg.io import create_output
     >>> output = create_output(zarr.storage.MemoryStore(), (4, 4, 4), (2, 4, 4), attrs={})
+    >>> output.mask[3] = 1  # a layer of 16 voxels, and a stray voxel
     >>> output.mask[1, 1, 1] = 1
     >>> clean_output(output, 2, None)["1"]["removed_voxels"], int(output.mask[...].sum())
-    (1, 0)
+    (1, 16)
     """
     if phases is not None and output.labels is not None:
         cleaned, report = remove_small_components(
-            output.labels, min_size, values=tuple(phases.values())
+            output.labels, min_size, values=tuple(phases.values()), names=tuple(phases)
         )
         mask = (cleaned == phases["ni"]).astype(np.uint8)
         da.store([cleaned, mask], [output.labels, output.mask], lock=False)
     else:
-        cleaned, report = remove_small_components(output.mask, min_size, values=(0, 1))
+        cleaned, report = remove_small_components(
+            output.mask, min_size, values=(0, 1), names=("background", "foreground")
+        )
         da.store(cleaned, output.mask, lock=False)
     log.info("clean-up (min_size=%r): %s", min_size, report)
     return report

@@ -36,10 +36,10 @@ iteration and stopping rule (so their answers agree within the tolerance):
   temporary folder on disk), so memory is one block plus its halo per running
   task whatever the volume size.
 
-Components that touch neither face carry no flux; a phase that
-does not percolate along an axis (checked first with the chunk-wise union-find
-of :mod:`volseg.microstructure`) has ``D_eff = 0`` and no finite tortuosity,
-without a solve.
+Components that touch neither face carry no flux; a phase that does not
+percolate along an axis (checked first: 6-connected labels in memory, the
+chunk-wise union-find of :mod:`volseg.microstructure` when chunked) has
+``D_eff = 0`` and no finite tortuosity, without a solve.
 """
 
 from __future__ import annotations

@@ -19,11 +19,20 @@ within the band moves the TPB density by more than 0.12. It is a sensitivity
 to the segmentation's undecided voxels, not a statistical confidence interval,
 and it does not include errors the network makes confidently. The same
 ``min_size`` clean-up is applied to every variant.
+
+A measure that exists nominally but is undefined in a variant (the tortuosity of
+a phase that stops percolating, for instance) has an **unbounded** error bar,
+never a missing one: :data:`Unbounded` (``"inf"``, a string so that the result
+stays valid JSON; it formats as ``inf`` and ``float()`` gives ``inf``), which
+names the variants in ``.variants``; :func:`measure_with_errors` lists them in
+``errors_undefined`` and :func:`format_row` prints
+``+/- inf (undefined in variant ni+0.1)``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -34,9 +43,55 @@ import numpy as np
 from . import io as vio
 from . import microstructure as ms
 
-__all__ = ["decision_variants", "error_bars", "format_row", "measure_with_errors", "summary_rows"]
+__all__ = [
+    "Unbounded",
+    "decision_variants",
+    "error_bars",
+    "format_row",
+    "measure_with_errors",
+    "summary_rows",
+]
 
 log = logging.getLogger(__name__)
+
+
+class Unbounded(str):
+    """The error bar of a measure that is undefined in some decision variants.
+
+    It is the JSON-safe string ``"inf"`` (``json.dumps(..., allow_nan=False)``
+    accepts it), formats like ``float("inf")`` with any float format, converts
+    with ``float()`` to ``inf``, and names the variants lacking the measure in
+    ``variants``.
+
+    Examples
+    --------
+    >>> error = Unbounded(["ni+0.1"])
+    >>> f"{error:.2g}", float(error), error.variants, error
+    ('inf', inf, ('ni+0.1',), 'inf')
+    """
+
+    variants: tuple[str, ...]
+
+    def __new__(cls, variants: Sequence[str] = ()) -> Unbounded:
+        self = super().__new__(cls, "inf")
+        self.variants = tuple(str(v) for v in variants)
+        return self
+
+    def __format__(self, spec: str) -> str:
+        return format(math.inf, spec)
+
+    def __float__(self) -> float:
+        return math.inf
+
+    def __reduce__(self):
+        return (Unbounded, (self.variants,))
+
+    def note(self) -> str:
+        """``"undefined in variant a, b"`` (or in a variant, names unknown)."""
+        if not self.variants:
+            return "undefined in a variant"
+        plural = "s" if len(self.variants) > 1 else ""
+        return f"undefined in variant{plural} {', '.join(self.variants)}"
 
 
 def _probability(prob: Any) -> da.Array:
@@ -101,38 +156,75 @@ def decision_variants(
     return variants
 
 
-def error_bars(nominal: Any, variants: Sequence[Any]) -> Any:
+def error_bars(nominal: Any, variants: Sequence[Any] | Mapping[str, Any]) -> Any:
     """Largest absolute deviation of the variants from the nominal value, leaf by leaf.
 
-    Numbers give a number (None when a variant lacks it); dicts and lists are
-    walked; anything else (text, booleans) gives None.
+    Numbers give a number; a number that a variant lacks (None, or not a
+    number) gives an :class:`Unbounded` error naming those variants (by their
+    keys when ``variants`` is a mapping of names to results, by their positions
+    otherwise), never None. Dicts and lists are walked; anything else (text,
+    booleans, a nominal None) gives None.
 
     Examples
     --------
     >>> variants = [{"tpb": 2.2, "n": [4, 7]}, {"tpb": 2.43, "n": [3, 5]}]
     >>> error_bars({"tpb": 2.31, "n": [4, 5]}, variants)
     {'tpb': 0.12, 'n': [1, 2]}
+    >>> bars = error_bars({"tau": 1.8}, {"ni+0.1": {"tau": None}, "ni-0.1": {"tau": 1.7}})
+    >>> bars["tau"], bars["tau"].variants
+    ('inf', ('ni+0.1',))
     """
+    if isinstance(variants, Mapping):
+        names = [str(name) for name in variants]
+        variants = list(variants.values())
+    else:
+        variants = list(variants)
+        names = [f"#{i}" for i in range(len(variants))]
+    return _error_bars(nominal, variants, names)
+
+
+def _error_bars(nominal: Any, variants: list[Any], names: list[str]) -> Any:
     if isinstance(nominal, Mapping):
         return {
-            key: error_bars(
-                value, [v.get(key) if isinstance(v, Mapping) else None for v in variants]
+            key: _error_bars(
+                value, [v.get(key) if isinstance(v, Mapping) else None for v in variants], names
             )
             for key, value in nominal.items()
         }
     if isinstance(nominal, list):
         return [
-            error_bars(
-                value, [v[i] if isinstance(v, list) and i < len(v) else None for v in variants]
+            _error_bars(
+                value,
+                [v[i] if isinstance(v, list) and i < len(v) else None for v in variants],
+                names,
             )
             for i, value in enumerate(nominal)
         ]
     if isinstance(nominal, bool) or not isinstance(nominal, numbers.Real):
         return None
-    if any(v is None or isinstance(v, bool) for v in variants):
-        return None
+    missing = [
+        name
+        for name, v in zip(names, variants)
+        if isinstance(v, bool) or not isinstance(v, numbers.Real)
+    ]
+    if missing:
+        return Unbounded(missing)
     deviation = max((abs(v - nominal) for v in variants), default=0)
     return round(float(deviation), 12) if isinstance(deviation, float) else deviation
+
+
+def _undefined(errors: Any, path: str = "") -> dict[str, list[str]]:
+    """``{"phases.ni.tortuosity.z": ["ni+0.1"], ...}``: the unbounded error bars."""
+    if isinstance(errors, Unbounded):
+        return {path: list(errors.variants)}
+    found = {}
+    if isinstance(errors, Mapping):
+        for key, value in errors.items():
+            found.update(_undefined(value, f"{path}.{key}" if path else str(key)))
+    elif isinstance(errors, list):
+        for i, value in enumerate(errors):
+            found.update(_undefined(value, f"{path}[{i}]"))
+    return found
 
 
 def measure_with_errors(
@@ -164,7 +256,11 @@ def measure_with_errors(
     dict
         The nominal measures, plus ``errors`` (same layout, the error bar of
         every number, see :func:`error_bars`), ``variants`` (the variant
-        names) and ``error_definition`` (one sentence).
+        names) and ``error_definition`` (one sentence). A measure undefined in
+        some variant has the error ``"inf"`` (:class:`Unbounded`) and its path
+        in ``errors_undefined`` (``{"phases.ni.tortuosity.z": ["ni+0.1"]}``),
+        only present when there is one. The result is valid JSON
+        (``json.dumps(result, allow_nan=False)`` works).
 
     Examples
     --------
@@ -218,8 +314,12 @@ def measure_with_errors(
         results.append(measure(labels, voxel_size, **kwargs, **options))
     nominal["errors"] = error_bars(
         {k: v for k, v in nominal.items() if k not in ("shape", "voxel_size", "chunks")},
-        results,
+        dict(zip(variants, results)),
     )
+    undefined = _undefined(nominal["errors"])
+    if undefined:
+        # "inf" in errors (JSON-safe); which variants lack each of those measures.
+        nominal["errors_undefined"] = undefined
     nominal["variants"] = list(variants)
     nominal["error_definition"] = (
         f"largest absolute change of the measure over the decision variants "
@@ -295,12 +395,21 @@ def summary_rows(measures: Mapping[str, Any]) -> list[tuple[str, Any, Any, str]]
 def format_row(name: str, value: Any, error: Any, unit: str) -> str:
     """One line of the measures table: ``name  value +/- error unit``.
 
+    An :class:`Unbounded` error prints as ``+/- inf`` with the variants that
+    lack the measure, after the unit.
+
     Examples
     --------
     >>> format_row("tpb_density", 2.3114, 0.1201, "um/um^3")
     '  tpb_density                          2.3114 +/- 0.12 um/um^3'
+    >>> format_row("ni tortuosity z", 1.83, Unbounded(["ni-0.1"]), "")
+    '  ni tortuosity z                      1.83 +/- inf (undefined in variant ni-0.1)'
     """
     text = f"{value:.5g}" if isinstance(value, float) else str(value)
-    if error is not None:
+    note = ""
+    if isinstance(error, Unbounded):
+        text += " +/- inf"
+        note = f" ({error.note()})"
+    elif error is not None:
         text += f" +/- {error:.2g}" if isinstance(error, float) else f" +/- {error}"
-    return f"  {name:<36} {text} {unit}".rstrip()
+    return f"  {name:<36} {text} {unit}".rstrip() + note
