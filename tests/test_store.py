@@ -179,3 +179,20 @@ def test_cli_shards(scan, checkpoint, plain, tmp_path, capsys):
     assert output.mask.shards == (4, 96, 128) and output.chunks == (4, 96, 128)
     assert len(stored_files(out, "mask")) == 1
     np.testing.assert_array_equal(output.mask[...], plain.mask[...])
+
+
+@pytest.mark.parametrize(
+    "shards, chunks, shape",
+    [
+        ((4, 100, 100), (2, 50, 50), (7, 101, 75)),
+        ((8, 200, 200), (2, 50, 50), (7, 101, 75)),
+        ((8, 100, 256), (1, 64, 64), (100, 1000, 1000)),
+    ],
+)
+def test_shards_refusal_names_the_axis_and_suggests_shards_that_work(shards, chunks, shape):
+    with pytest.raises(ValueError) as info:
+        store.validate_shards(shards, chunks, shape)
+    message = str(info.value)
+    suggested = tuple(int(v) for v in message.split("--shards ")[1].split(",")[0].split())
+    assert store.validate_shards(suggested, chunks, shape) == suggested
+    assert "is not a multiple of" in message

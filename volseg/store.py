@@ -1072,10 +1072,21 @@ def validate_shards(
         values = vio.validate_chunks(shards, shape)
     except ValueError:
         raise ValueError(f"shards={shards!r} must be three positive integers (z, y, x).") from None
-    if any(s % c for s, c in zip(values, chunks)):
+    bad = [axis for axis, (v, c) in enumerate(zip(values, chunks)) if v % c]
+    if bad:
+        suggested, where = list(values), []
+        for a in bad:
+            cut = values[a] == shape[a] and int(tuple(shards)[a]) > shape[a]
+            # the largest whole multiple of the chunk below the value (the chunk when none)
+            suggested[a] = max(values[a] // chunks[a], 1) * chunks[a]
+            if cut and suggested[a] > shape[a]:
+                suggested[a] = shape[a]
+            note = f" (cut to the volume's {shape[a]})" if cut else ""
+            where.append(f"{'zyx'[a]}: {values[a]}{note} is not a multiple of {chunks[a]}")
         raise ValueError(
             f"shards={tuple(shards)!r} must be whole multiples of chunks={tuple(chunks)!r} "
-            f"(cut to the volume's shape {tuple(shape)}); e.g. shards = 4 x chunks."
+            f"after being cut to the volume's shape {tuple(shape)} ({', '.join(where)}); use "
+            f"e.g. --shards {' '.join(map(str, suggested))}, or chunks that divide the volume."
         )
     return values
 
