@@ -192,6 +192,8 @@ def test_an_undefined_variant_gives_an_unbounded_error_bar(tmp_path, capsys):
     assert json.loads(json.dumps(result, allow_nan=False))["errors"]["tortuosity"]["z"] == "inf"
     assert error_bars([1.0], [[None], [2.0]]) == ["inf"]
     assert error_bars([1.0], [[None], [2.0]])[0].variants == ("#0",)
+    # A variant that could not be measured at all leaves every error unbounded.
+    assert error_bars({"a": [1.0]}, {"x": None, "y": {"a": [2.0]}})["a"][0].variants == ("x",)
 
     saved = tmp_path / "measures.json"
     main(["measure", str(path), "--error-bars", "--tortuosity", "z", "--json", str(saved)])
