@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import volseg
-from volseg import backends, inference, tiling
+from volseg import backends, inference
 from volseg import io as vio
 from volseg import model as vmodel
 
-from .conftest import small_config
+from .conftest import small_config, whole_plane_reference
 
 RUN = {"tile": 64, "overlap": 0.25, "device": "cpu", "progress": False}
 HAS_OPENVINO = backends.backend_available("openvino")
@@ -138,24 +138,8 @@ def _whole_plane_reference(image, checkpoint, backend, precision, tile=64, overl
     """The predictor applied tile by tile to whole reflect-padded planes, then blended."""
     loaded = vmodel.load_checkpoint(checkpoint)
     predict = backends.cached_predictor(loaded, backend, precision)
-    grid = tiling.plane_grid(image.shape[1:], tile, overlap)
-    weights = tiling.blend_window(tile).astype(np.float64)
-    pad = 80
-    plane = np.pad(
-        vmodel.normalise(image, loaded.config["normalisation"]),
-        ((0, 0), (pad, pad), (pad, pad)),
-        mode="reflect",
-    )
-    acc = np.zeros(plane.shape)
-    wsum = np.zeros(plane.shape[1:])
-    for ky in range(grid.y.count):
-        for kx in range(grid.x.count):
-            oy, ox = grid.y.origin(ky) + pad, grid.x.origin(kx) + pad
-            prob = predict(np.ascontiguousarray(plane[:, oy : oy + tile, ox : ox + tile]))
-            acc[:, oy : oy + tile, ox : ox + tile] += weights * prob
-            wsum[oy : oy + tile, ox : ox + tile] += weights
-    inner = (slice(None), slice(pad, pad + image.shape[1]), slice(pad, pad + image.shape[2]))
-    return acc[inner] / wsum[inner[1:]]
+    volume = vmodel.normalise(image, loaded.config["normalisation"])
+    return whole_plane_reference(volume, predict, tile, overlap)
 
 
 @pytest.mark.parametrize("backend, precision", COMBINATIONS)

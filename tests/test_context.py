@@ -11,7 +11,13 @@ from volseg import inference, tiling
 from volseg import io as vio
 from volseg import model as vmodel
 
-from .conftest import small_config, tiny_training
+from .conftest import (
+    _random_checkpoint,
+    small_config,
+    tiny_training,
+    torch_probability,
+    whole_plane_reference,
+)
 
 RUN = {
     "tile": 64,
@@ -30,45 +36,13 @@ def context_checkpoint(request, tmp_path_factory):
     config = small_config(context=k)
     assert config["in_channels"] == 2 * k + 1
     path = tmp_path_factory.mktemp(f"ctx{k}") / "unet.pt"
-    return _random_checkpoint_with_context(path, config), k
-
-
-def _random_checkpoint_with_context(path, config):
-    """A seeded random-weight checkpoint with random BatchNorm statistics."""
-    torch.manual_seed(0)
-    network = vmodel.build_unet(config)
-    with torch.no_grad():
-        for module in network.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 1.5)
-    return vmodel.save_checkpoint(network, config, path)
+    return _random_checkpoint(path, config, centre_logits=False), k
 
 
 def whole_volume_reference(image, loaded, k):
     """The network on whole mirrored planes: np.pad(reflect) in z by k and in-plane."""
-    grid = tiling.plane_grid(image.shape[1:], 64, 0.25)
-    weights = tiling.blend_window(64).astype(np.float64)
-    pad = 80
-    volume = np.pad(
-        vmodel.normalise(image, loaded.config["normalisation"]),
-        ((k, k), (pad, pad), (pad, pad)),
-        mode="reflect",
-    )
-    depth = image.shape[0]
-    acc = np.zeros((depth, *volume.shape[1:]))
-    wsum = np.zeros(volume.shape[1:])
-    for ky in range(grid.y.count):
-        for kx in range(grid.x.count):
-            oy, ox = grid.y.origin(ky) + pad, grid.x.origin(kx) + pad
-            stack = np.stack([volume[z : z + 2 * k + 1] for z in range(depth)])
-            tiles = torch.from_numpy(stack[:, :, oy : oy + 64, ox : ox + 64].copy())
-            with torch.no_grad():
-                prob = torch.sigmoid(loaded.network(tiles))[:, 0].numpy()
-            acc[:, oy : oy + 64, ox : ox + 64] += weights * prob
-            wsum[oy : oy + 64, ox : ox + 64] += weights
-    inner = (slice(None), slice(pad, pad + image.shape[1]), slice(pad, pad + image.shape[2]))
-    return acc[inner] / wsum[inner[1:]]
+    volume = vmodel.normalise(image, loaded.config["normalisation"])
+    return whole_plane_reference(volume, torch_probability(loaded), context=k)
 
 
 def test_context_blocks_match_a_whole_volume_reference_mirrored_in_z(
@@ -111,7 +85,7 @@ def test_predictor_receives_each_tile_with_its_neighbouring_slices(anode_arrays)
 def test_zyx_with_context_does_not_depend_on_chunks(anode_arrays, tmp_path):
     image, _ = anode_arrays
     config = small_config(context=1)
-    path = _random_checkpoint_with_context(tmp_path / "ctx.pt", config)
+    path = _random_checkpoint(tmp_path / "ctx.pt", config, centre_logits=False)
     results = [
         volseg.segment(image, model=path, chunks=chunks, axes="zyx", save_prob="float32", **RUN)
         for chunks in [(5, 90, 110), (2, 40, 64)]
@@ -120,7 +94,7 @@ def test_zyx_with_context_does_not_depend_on_chunks(anode_arrays, tmp_path):
 
 
 def test_interrupted_context_run_resumes_to_the_same_result(scan_zarr, tmp_path, monkeypatch):
-    path = _random_checkpoint_with_context(tmp_path / "ctx.pt", small_config(context=1))
+    path = _random_checkpoint(tmp_path / "ctx.pt", small_config(context=1), centre_logits=False)
     image = scan_zarr / "image"
     reference = volseg.segment(
         image, model=path, out=tmp_path / "ref.zarr", chunks=(2, 40, 40), **RUN

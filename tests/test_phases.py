@@ -11,6 +11,8 @@ from volseg import inference, metrics, synth, tiling
 from volseg import io as vio
 from volseg import model as vmodel
 
+from .conftest import layout1, torch_probability, whole_plane_reference
+
 RUN = {"tile": 64, "overlap": 0.25, "device": "cpu", "progress": False}
 
 
@@ -102,33 +104,14 @@ def test_tta_uses_an_asynchronous_predictor_with_all_orientations_in_flight():
 # --------------------------------------------------------------------------- axes="zyx"
 
 
-def _plane_reference(volume: np.ndarray, loaded, tile: int) -> np.ndarray:
-    """Whole planes (index 0 = plane axis), mirrored by np.pad, tiles on the global grid."""
-    grid = tiling.plane_grid(volume.shape[1:], tile, 0.25)
-    weights = tiling.blend_window(tile).astype(np.float64)
-    pad = 2 * tile
-    plane = np.pad(volume, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
-    acc = np.zeros(plane.shape)
-    wsum = np.zeros(plane.shape[1:])
-    for ky in range(grid.y.count):
-        for kx in range(grid.x.count):
-            oy, ox = grid.y.origin(ky) + pad, grid.x.origin(kx) + pad
-            tiles = torch.from_numpy(plane[:, None, oy : oy + tile, ox : ox + tile].copy())
-            with torch.no_grad():
-                prob = torch.sigmoid(loaded.network(tiles))[:, 0].numpy()
-            acc[:, oy : oy + tile, ox : ox + tile] += weights * prob
-            wsum[oy : oy + tile, ox : ox + tile] += weights
-    inner = (slice(None), slice(pad, pad + volume.shape[1]), slice(pad, pad + volume.shape[2]))
-    return acc[inner] / wsum[inner[1:]]
-
-
 def test_zyx_is_the_mean_of_whole_plane_references_along_each_axis(small_anode, checkpoint):
     image, _ = small_anode
     loaded = vmodel.load_checkpoint(checkpoint)
     volume = vmodel.normalise(image, loaded.config["normalisation"])
-    along_z = _plane_reference(volume, loaded, 64)
-    along_y = _plane_reference(volume.transpose(1, 0, 2), loaded, 64).transpose(1, 0, 2)
-    along_x = _plane_reference(volume.transpose(2, 0, 1), loaded, 64).transpose(1, 2, 0)
+    predict = torch_probability(loaded)
+    along_z = whole_plane_reference(volume, predict)
+    along_y = whole_plane_reference(volume.transpose(1, 0, 2), predict).transpose(1, 0, 2)
+    along_x = whole_plane_reference(volume.transpose(2, 0, 1), predict).transpose(1, 2, 0)
     expected = (along_z + along_y + along_x) / 3
     result = run(
         image,
@@ -533,33 +516,6 @@ def test_review_fixes_binary_truth_sparse_labels_and_stale_refined_flag(
     resumed = run(image, sharp_checkpoint, out, resume=True, **settings)
     assert resumed.summary["chunks_refined_now"] == 1
     assert resumed.stats["refined"].all()
-
-
-def layout1(out):
-    """Rewrite an output in layout 1 (volseg 0.1: one ``stats/<field>`` array per field)."""
-    from volseg import store
-
-    output = vio.open_output(out, mode="r+")
-    stats = output.read_stats()
-    record = output.attrs
-    record.pop("layout")
-    group = output.group
-    stats_group = group.create_group("stats")
-    for name, values in stats.items():
-        array = stats_group.create_array(
-            name,
-            shape=values.shape,
-            chunks=(1, 1, 1, *values.shape[3:]),
-            dtype=store.STAT_DTYPES.get(name, "int64"),
-            fill_value=0,
-        )
-        array[...] = values
-    del group[store.RECORDS]
-    del group[store.TABLE]
-    group.attrs["volseg"] = record
-    reopened = vio.open_output(out, mode="r+")
-    assert reopened.legacy
-    return reopened
 
 
 def test_an_output_written_before_these_settings_existed_still_resumes(

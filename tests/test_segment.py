@@ -11,6 +11,8 @@ import volseg
 from volseg import inference, metrics
 from volseg import io as vio
 
+from .conftest import torch_probability, whole_plane_reference
+
 RUN = {"tile": 64, "overlap": 0.25, "device": "cpu", "progress": False}
 
 
@@ -75,10 +77,8 @@ def test_same_scan_chunked_differently_gives_same_mask(scan_zarr, checkpoint, tm
 
 def test_numpy_input_matches_whole_volume_reference(anode_arrays, checkpoint):
     """segment() on blocks == the same network applied to whole mirrored planes."""
-    import torch
 
     from volseg import model as vmodel
-    from volseg import tiling
 
     image, _ = anode_arrays
     result = volseg.segment(
@@ -91,26 +91,8 @@ def test_numpy_input_matches_whole_volume_reference(anode_arrays, checkpoint):
         **RUN,
     )
     loaded = vmodel.load_checkpoint(checkpoint)
-    grid = tiling.plane_grid(image.shape[1:], 64, 0.25)
-    weights = tiling.blend_window(64).astype(np.float64)
-    pad = 80
-    plane = np.pad(
-        vmodel.normalise(image, loaded.config["normalisation"]),
-        ((0, 0), (pad, pad), (pad, pad)),
-        mode="reflect",
-    )
-    acc = np.zeros(plane.shape)
-    wsum = np.zeros(plane.shape[1:])
-    for ky in range(grid.y.count):
-        for kx in range(grid.x.count):
-            oy, ox = grid.y.origin(ky) + pad, grid.x.origin(kx) + pad
-            tiles = torch.from_numpy(plane[:, None, oy : oy + 64, ox : ox + 64].copy())
-            with torch.no_grad():
-                prob = torch.sigmoid(loaded.network(tiles))[:, 0].numpy()
-            acc[:, oy : oy + 64, ox : ox + 64] += weights * prob
-            wsum[oy : oy + 64, ox : ox + 64] += weights
-    inner = (slice(None), slice(pad, pad + image.shape[1]), slice(pad, pad + image.shape[2]))
-    expected = acc[inner] / wsum[inner[1:]]
+    volume = vmodel.normalise(image, loaded.config["normalisation"])
+    expected = whole_plane_reference(volume, torch_probability(loaded))
     np.testing.assert_allclose(result.prob[...], expected, atol=1e-5)
     np.testing.assert_array_equal(result.mask[...], (expected > 0.5).astype(np.uint8))
 

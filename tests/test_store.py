@@ -14,6 +14,8 @@ from volseg import io as vio
 from volseg import store
 from volseg.cli import main
 
+from .conftest import layout1
+
 RUN = {"tile": 64, "device": "cpu", "progress": False}
 
 
@@ -114,28 +116,6 @@ def test_resume_after_a_killed_client_uses_the_records(scan, checkpoint, plain, 
     assert resumed.summary["chunks_computed"] == 3
     np.testing.assert_array_equal(resumed.mask[...], plain.mask[...])
     assert resumed.summary["ni_voxels"] == plain.summary["ni_voxels"]
-
-
-def layout1(out):
-    """Rewrite an output in layout 1 (volseg 0.1: one ``stats/<field>`` array per field)."""
-    output = vio.open_output(out, mode="r+")
-    stats = output.read_stats()
-    record = output.attrs
-    record.pop("layout")
-    stats_group = output.group.create_group("stats")
-    for name, values in stats.items():
-        array = stats_group.create_array(
-            name,
-            shape=values.shape,
-            chunks=(1, 1, 1, *values.shape[3:]),
-            dtype=store.STAT_DTYPES.get(name, "int64"),
-            fill_value=0,
-        )
-        array[...] = values
-    del output.group[store.RECORDS]
-    del output.group[store.TABLE]
-    output.group.attrs["volseg"] = record
-    return vio.open_output(out, mode="r+")
 
 
 def test_an_older_output_is_read_and_resumed(scan, checkpoint, plain, tmp_path, capsys):
