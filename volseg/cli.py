@@ -46,6 +46,12 @@ def _label_value(text: str) -> float:
     return value
 
 
+def _precision_option(p: argparse.ArgumentParser, default: str, help: str) -> None:
+    p.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16", "fp16"], default=default, help=help
+    )
+
+
 def _allow_incomplete(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--allow-incomplete",
@@ -100,11 +106,10 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         help="tile size, a multiple of 32, or auto: the grid fitted to the plane (auto)",
     )
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (0.25)")
-    p.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16", "fp16"],
-        default="auto",
-        help="arithmetic of the network (auto: bf16 on CPUs with AMX/AVX512-BF16 and on "
+    _precision_option(
+        p,
+        "auto",
+        "arithmetic of the network (auto: bf16 on CPUs with AMX/AVX512-BF16 and on "
         "GPUs that support it, fp16 on other GPUs, else fp32)",
     )
     p.add_argument(
@@ -541,11 +546,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="one width per level (default: 256 128 64 32 16, cut to --encoder-depth)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument(
-        "--precision",
-        choices=["fp32", "auto", "bf16", "fp16"],
-        default="fp32",
-        help="autocast of the training forward passes (fp32; auto: bf16 on CPUs with "
+    _precision_option(
+        p,
+        "fp32",
+        "autocast of the training forward passes (fp32; auto: bf16 on CPUs with "
         "AMX/AVX512-BF16 and GPUs that support it, fp16 on other GPUs)",
     )
     p.add_argument("--resume-from", default=None, help="continue training this checkpoint")

@@ -73,7 +73,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-AXES = ("z", "y", "x")
+AXES = ms.AXES
 # x, r, p (two buffers), q, the diagonal in float64 and the diffusivity map in float32.
 STATE_BYTES_PER_VOXEL = 6 * 8 + 4
 # The in-memory solve: the sparse matrix (up to 7 entries of 12 bytes per diffusing voxel),
