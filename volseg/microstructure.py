@@ -42,7 +42,7 @@ from scipy.sparse import csgraph
 
 from . import io as vio
 from . import store
-from .synth import PHASES
+from .conventions import PHASES
 
 __all__ = [
     "AXES",

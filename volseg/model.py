@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .synth import PHASES
+from .conventions import PHASES
 
 __all__ = [
     "CHECKPOINT_FORMAT",

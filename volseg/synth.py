@@ -25,9 +25,10 @@ import dask.array as da
 import numpy as np
 from scipy import ndimage, special
 
+from .conventions import PHASES
+
 __all__ = ["PHASES", "PRESETS", "AnodeParameters", "anode", "write_anode"]
 
-PHASES = {"pore": 0, "ysz": 1, "ni": 2}
 # Internal generation blocks: fixed, so the volume never depends on output chunks.
 _GEN_BLOCK = (64, 256, 256)
 # Gaussian kernels are cut at this many standard deviations.
