@@ -20,9 +20,9 @@ PENDING: set[str] = set()
 
 def _public_modules() -> list[str]:
     names = []
-    for info in pkgutil.iter_modules(volseg.__path__):
-        if not info.name.startswith("_"):
-            names.append(f"volseg.{info.name}")
+    for info in pkgutil.walk_packages(volseg.__path__, prefix="volseg."):
+        if not any(part.startswith("_") for part in info.name.split(".")):
+            names.append(info.name)
     return sorted(names)
 
 

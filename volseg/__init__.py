@@ -10,9 +10,7 @@ Public names are imported on first use (PEP 562, as scikit-image does), so that
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ._lazy import attach
 from ._version import __version__
 
 # public name -> the module that defines it (a module name maps to itself)
@@ -36,37 +34,5 @@ _LAZY: dict[str, str] = {
     "tortuosity": "transport",
 }
 
-__all__ = [
-    "Evaluation",
-    "SegmentationResult",
-    "TrainResult",
-    "__version__",
-    "active_tpb",
-    "evaluate",
-    "measure",
-    "measure_phases",
-    "metrics",
-    "model",
-    "open_result",
-    "remove_small_components",
-    "segment",
-    "synth",
-    "tiling",
-    "tortuosity",
-    "tpb_edge_counts",
-    "train",
-]
-
-
-def __getattr__(name: str) -> Any:
-    """Import a public name's module on first access."""
-    if name not in _LAZY:
-        raise AttributeError(f"module 'volseg' has no attribute {name!r}")
-    module = importlib.import_module(f".{_LAZY[name]}", __name__)
-    value = module if _LAZY[name] == name else getattr(module, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = attach(__name__, _LAZY)
+__all__ = [*__all__, "__version__"]
