@@ -354,10 +354,10 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
     # One cluster at a time: a second, idle LocalCluster in this process slows the
     # first one's runs down and can make a run hang (seen with distributed 2026.8).
-    from volseg.inference import _local_threads
+    from volseg.inference.execute import local_threads
 
     threads = Configuration("threads", "local threaded scheduler (client=None)", None)
-    dask_threads, torch_threads = _local_threads(torch.device("cpu"))
+    dask_threads, torch_threads = local_threads(torch.device("cpu"))
     threads.figures.update(
         {
             "workers": 1,

@@ -52,6 +52,7 @@ from volseg import backends, inference, synth, tiling
 from volseg import io as vio
 from volseg import model as vmodel
 from volseg.demo import DEMO_SETTINGS
+from volseg.inference import execute, plan
 
 log = logging.getLogger("throughput")
 
@@ -137,7 +138,7 @@ def network_alone(loaded, backend: str, precision: str, tile: int, repeats: int)
     """Voxels/s of forward passes alone: one per core at a time, one thread each."""
     batch = max(1, 16 * 128 * 128 // (tile * tile))
     tiles = np.random.default_rng(0).random((batch, tile, tile), dtype=np.float32)
-    with inference._torch_threads(1):
+    with execute.torch_threads(1):
         predict = backends.cached_predictor(loaded, backend, precision)
         predict(tiles)  # warm up (and compile)
 
@@ -215,7 +216,7 @@ def run_monai(scan: Path, loaded, out: Path, parallel: bool = False) -> dict:
 def block_tiles(shape, chunks, grid: tiling.PlaneGrid) -> float:
     """Model voxels per output voxel the blocks really compute (border tiles twice)."""
     tiles = 0
-    for _, region in inference._block_grid(shape, chunks):
+    for _, region in plan.block_grid(shape, chunks):
         ys, xs = region[1], region[2]
         count = len(grid.y.touching(ys.start, ys.stop)) * len(grid.x.touching(xs.start, xs.stop))
         tiles += count * (region[0].stop - region[0].start)

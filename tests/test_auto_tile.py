@@ -15,6 +15,7 @@ import volseg
 from volseg import inference, tiling
 from volseg import io as vio
 from volseg import model as vmodel
+from volseg.inference import block as vblock
 
 from .test_tiling import identity, local_mean, tile_mean
 
@@ -199,18 +200,19 @@ def test_segment_auto_resumes_to_the_same_result(scan, checkpoint, tmp_path, mon
     reference = volseg.segment(
         str(scan / "image"), model=checkpoint, out=tmp_path / "r.zarr", **settings
     )
-    original = inference._segment_block
+    original = vblock.segment_block
 
-    def crash(index, *args):
+    def crash(block, *args):
+        index = block.index
         if index == (1, 1, 0):
             raise RuntimeError("simulated node failure")
-        return original(index, *args)
+        return original(block, *args)
 
-    monkeypatch.setattr(inference, "_segment_block", crash)
+    monkeypatch.setattr(vblock, "segment_block", crash)
     out = tmp_path / "o.zarr"
     with pytest.raises(RuntimeError, match="simulated node failure"):
         volseg.segment(str(scan / "image"), model=checkpoint, out=out, **settings)
-    monkeypatch.setattr(inference, "_segment_block", original)
+    monkeypatch.setattr(vblock, "segment_block", original)
     with pytest.raises(ValueError, match=r"other settings \(tile\)"):
         volseg.segment(
             str(scan / "image"), model=checkpoint, out=out, resume=True, **{**settings, "tile": 128}

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import volseg
-from volseg import backends, inference
+from volseg import backends
 from volseg import io as vio
 from volseg import model as vmodel
+from volseg.inference import block as vblock
 
 from .conftest import small_config, whole_plane_reference
 
@@ -174,18 +175,19 @@ def test_every_backend_resumes_to_the_same_result(
 ):
     settings = {"backend": backend, "precision": precision, "chunks": (2, 40, 40)}
     reference = run(scan_zarr / "image", checkpoint, tmp_path / "ref.zarr", **settings)
-    original = inference._segment_block
+    original = vblock.segment_block
 
-    def crash_on_some_chunks(index, *args):
+    def crash_on_some_chunks(block, *args):
+        index = block.index
         if index[0] == 1 and index[2] == 1:
             raise RuntimeError("simulated node failure")
-        return original(index, *args)
+        return original(block, *args)
 
-    monkeypatch.setattr(inference, "_segment_block", crash_on_some_chunks)
+    monkeypatch.setattr(vblock, "segment_block", crash_on_some_chunks)
     out = tmp_path / "o.zarr"
     with pytest.raises(RuntimeError, match="simulated node failure"):
         run(scan_zarr / "image", checkpoint, out, **settings)
-    monkeypatch.setattr(inference, "_segment_block", original)
+    monkeypatch.setattr(vblock, "segment_block", original)
     done = vio.open_output(out).read_stats()["done"]
     assert 0 < done.sum() < done.size
     other = "fp32" if precision != "fp32" else "bf16"

@@ -7,9 +7,12 @@ import pytest
 import torch
 
 import volseg
-from volseg import inference, tiling
 from volseg import io as vio
 from volseg import model as vmodel
+from volseg import tiling
+from volseg.inference import block as vblock
+from volseg.inference.plan import plan_block
+from volseg.inference.settings import SegmentSettings
 
 from .conftest import (
     _random_checkpoint,
@@ -99,49 +102,34 @@ def test_interrupted_context_run_resumes_to_the_same_result(scan_zarr, tmp_path,
     reference = volseg.segment(
         image, model=path, out=tmp_path / "ref.zarr", chunks=(2, 40, 40), **RUN
     )
-    original = inference._segment_block
+    original = vblock.segment_block
 
-    def crash_on_some_chunks(index, *args):
+    def crash_on_some_chunks(block, *args):
+        index = block.index
         if index[0] == 1:
             raise RuntimeError("simulated node failure")
-        return original(index, *args)
+        return original(block, *args)
 
-    monkeypatch.setattr(inference, "_segment_block", crash_on_some_chunks)
+    monkeypatch.setattr(vblock, "segment_block", crash_on_some_chunks)
     out = tmp_path / "o.zarr"
     with pytest.raises(RuntimeError, match="simulated node failure"):
         volseg.segment(image, model=path, out=out, chunks=(2, 40, 40), **RUN)
     done = vio.open_output(out).read_stats()["done"]
     assert 0 < done.sum() < done.size
-    monkeypatch.setattr(inference, "_segment_block", original)
+    monkeypatch.setattr(vblock, "segment_block", original)
     resumed = volseg.segment(image, model=path, out=out, chunks=(2, 40, 40), resume=True, **RUN)
     assert resumed.summary["chunks_skipped"] == int(done.sum())
     np.testing.assert_array_equal(resumed.mask[...], reference.mask[...])
 
 
 def test_each_task_reads_its_block_and_k_more_slices(anode_arrays, tmp_path):
-    config = small_config(context=2)
-    settings = inference._Settings(
-        shape=(40, 90, 110),
-        tile=64,
-        overlap=0.25,
-        blend="gaussian",
-        pad="reflect",
-        batch_size=4,
-        threshold=0.5,
-        ni_label=1,
-        normalisation=config["normalisation"],
-        model_path="",
-        model_sha256="",
-        device="cpu",
-        prob_dtype=None,
-        scan_name="s",
-        check_finite=False,
-        context=2,
+    settings = SegmentSettings(
+        shape=(40, 90, 110), tile=64, overlap=0.25, batch_size=4, threshold=0.5, ni_label=1
     )
-    inner = inference._block_plan(settings, (slice(10, 20), slice(0, 90), slice(0, 110)))
-    assert (inner.box[0].start, inner.box[0].stop) == (8, 22)
-    edge = inference._block_plan(settings, (slice(0, 10), slice(0, 90), slice(0, 110)))
-    assert (edge.box[0].start, edge.box[0].stop) == (0, 12)  # mirrored: slices 1, 2 reused
+    inner = plan_block(settings, (1, 0, 0), (slice(10, 20), slice(0, 90), slice(0, 110)), 2)
+    assert (inner.read[0].start, inner.read[0].stop) == (8, 22)
+    edge = plan_block(settings, (0, 0, 0), (slice(0, 10), slice(0, 90), slice(0, 110)), 2)
+    assert (edge.read[0].start, edge.read[0].stop) == (0, 12)  # mirrored: slices 1, 2 reused
 
 
 def test_config_refuses_channels_that_do_not_fit_the_context():

@@ -95,24 +95,17 @@ def test_distributed_equals_local_and_loads_model_once_per_worker(
 def test_task_arguments_do_not_carry_the_weights(scan_zarr, checkpoint):
     import pickle
 
-    from volseg import inference
+    from volseg.inference.block import BlockRun
+    from volseg.inference.settings import SegmentSettings
 
-    settings = inference._Settings(
-        shape=(5, 90, 110),
-        tile=64,
-        overlap=0.25,
-        blend="gaussian",
-        pad="reflect",
-        batch_size=16,
-        threshold=0.5,
-        ni_label=1,
-        normalisation={"low": 0, "high": 1},
+    settings = BlockRun(
+        settings=SegmentSettings(
+            shape=(5, 90, 110), tile=64, overlap=0.25, batch_size=16, threshold=0.5, ni_label=1
+        ),
         model_path=str(checkpoint),
         model_sha256="0" * 64,
-        device="auto",
-        prob_dtype=None,
+        normalisation={"low": 0, "high": 1},
         scan_name="scan",
-        check_finite=False,
     )
     assert len(pickle.dumps(settings)) < 4096 < checkpoint.stat().st_size
 

@@ -20,6 +20,7 @@ import zarr
 from volseg import io as vio
 from volseg import synth
 from volseg.cli import main
+from volseg.inference import block as vblock
 
 FAST = ["--no-progress", "--device", "cpu", "--tile", "64"]
 
@@ -659,24 +660,24 @@ def test_a_run_holds_its_lease_and_lets_it_go_on_failure(world, tmp_path, monkey
     import json
     import os
 
-    from volseg import inference, store
+    from volseg import store
 
     root, model = world
     out = tmp_path / "o.zarr"
     seen = []
-    original = inference._segment_block
+    original = vblock.segment_block
 
-    def failing(index, *args):
+    def failing(block, *args):
         seen.append(json.loads((out / store.LEASE_NAME).read_text()))
         raise RuntimeError("simulated failure")
 
-    monkeypatch.setattr(inference, "_segment_block", failing)
+    monkeypatch.setattr(vblock, "segment_block", failing)
     with pytest.raises(RuntimeError, match="simulated"):
         main(["segment", str(root / "scan.zarr" / "image"), "--model", str(model), "--out",
               str(out), *FAST])  # fmt: skip
     assert seen and seen[0]["pid"] == os.getpid()
     assert not (out / store.LEASE_NAME).exists()
-    monkeypatch.setattr(inference, "_segment_block", original)
+    monkeypatch.setattr(vblock, "segment_block", original)
 
 
 def test_measure_and_report_of_an_incomplete_output_say_so(incomplete, tmp_path, capsys):

@@ -10,6 +10,7 @@ import volseg
 from volseg import inference, metrics, synth, tiling
 from volseg import io as vio
 from volseg import model as vmodel
+from volseg.inference import block as vblock
 
 from .conftest import layout1, torch_probability, whole_plane_reference
 
@@ -265,22 +266,22 @@ def test_refine_interrupted_resumes_to_the_same_result(
     settings = {"chunks": (4, 20, 26), "refine": "uncertain", "refine_threshold": 0.0}
     reference = run(image, checkpoint, tmp_path / "ref.zarr", **settings)
     assert reference.stats["refined"].all()
-    original = inference._block_probability
+    original = vblock.block_probability
 
-    def fail_one_refinement(region, plan, box, settings):
+    def fail_one_refinement(block, box, run):
         # The refinement pass runs with tta; fail in the middle of chunk (0, 1, 0).
-        if settings.tta and region[1].start == 20 and region[2].start == 0:
+        if run.settings.tta and block.write[1].start == 20 and block.write[2].start == 0:
             raise RuntimeError("simulated failure while refining")
-        return original(region, plan, box, settings)
+        return original(block, box, run)
 
-    monkeypatch.setattr(inference, "_block_probability", fail_one_refinement)
+    monkeypatch.setattr(vblock, "block_probability", fail_one_refinement)
     out = tmp_path / "o.zarr"
     with pytest.raises(RuntimeError, match="while refining"):
         run(image, checkpoint, out, **settings)
     partial = vio.open_output(out)
     assert partial.attrs["status"] == "running"
     assert not partial.read_stats()["done"][0, 1, 0]  # a chunk being rewritten is not done
-    monkeypatch.setattr(inference, "_block_probability", original)
+    monkeypatch.setattr(vblock, "block_probability", original)
     resumed = run(image, checkpoint, out, resume=True, **settings)
     np.testing.assert_array_equal(resumed.mask[...], reference.mask[...])
     assert resumed.stats["refined"].all()

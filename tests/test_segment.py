@@ -8,8 +8,9 @@ import pytest
 import zarr
 
 import volseg
-from volseg import inference, metrics
 from volseg import io as vio
+from volseg import metrics
+from volseg.inference import block as vblock
 
 from .conftest import torch_probability, whole_plane_reference
 
@@ -131,14 +132,15 @@ def test_truth_label_value_given_explicitly(scan_zarr, checkpoint, tmp_path):
 
 def test_interrupted_run_resumes_to_the_same_result(scan_zarr, checkpoint, tmp_path, monkeypatch):
     reference = run(scan_zarr / "image", checkpoint, tmp_path / "ref.zarr", chunks=(2, 40, 40))
-    original = inference._segment_block
+    original = vblock.segment_block
 
-    def crash_on_some_chunks(index, *args):
+    def crash_on_some_chunks(block, *args):
+        index = block.index
         if index[0] == 1 and index[2] == 1:
             raise RuntimeError("simulated node failure")
-        return original(index, *args)
+        return original(block, *args)
 
-    monkeypatch.setattr(inference, "_segment_block", crash_on_some_chunks)
+    monkeypatch.setattr(vblock, "segment_block", crash_on_some_chunks)
     out = tmp_path / "o.zarr"
     with pytest.raises(RuntimeError, match="simulated node failure"):
         run(scan_zarr / "image", checkpoint, out, chunks=(2, 40, 40))
@@ -147,7 +149,7 @@ def test_interrupted_run_resumes_to_the_same_result(scan_zarr, checkpoint, tmp_p
     done = partial.read_stats()["done"]
     assert 0 < done.sum() < done.size
 
-    monkeypatch.setattr(inference, "_segment_block", original)
+    monkeypatch.setattr(vblock, "segment_block", original)
     with pytest.raises(FileExistsError, match="resume=True"):
         run(scan_zarr / "image", checkpoint, out, chunks=(2, 40, 40))
     resumed = run(scan_zarr / "image", checkpoint, out, chunks=(2, 40, 40), resume=True)

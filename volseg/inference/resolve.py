@@ -1,0 +1,107 @@
+"""What a run resolves before its first block: the devices, the model, where outputs live.
+
+The device of this process, the device recorded for the tasks and the kind of
+device that runs them (a cluster's workers resolve ``"auto"`` themselves); the
+checkpoint, loaded once here so that a bad file is refused before any task runs;
+and what a cluster cannot reach (a model or an output held in this process' memory).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from .. import io as vio
+from .. import model as vmodel
+from .execute import cluster_has_gpus
+
+__all__ = ["devices", "in_memory", "memory_store", "refuse_local_only", "resolve_model"]
+
+
+def devices(device: str, client: Any) -> tuple[torch.device, str, torch.device]:
+    """(device of this process, device recorded for the tasks, kind of device that runs them).
+
+    Examples
+    --------
+    >>> devices("cpu", None)
+    (device(type='cpu'), 'cpu', device(type='cpu'))
+    """
+    if client is None:
+        torch_device = vmodel.resolve_device(device)
+        return torch_device, str(torch_device), torch_device
+    # Each worker resolves the device itself ("auto" = its own GPU, if it has one).
+    vmodel.parse_device(device)
+    # Backend and precision are resolved here, for the kind of device workers use.
+    gpus = str(device).startswith("cuda") or (device == "auto" and cluster_has_gpus(client))
+    return torch.device("cpu"), str(device), torch.device("cuda" if gpus else "cpu")
+
+
+def refuse_local_only(loaded: Any, out: Any, scan: Any) -> None:
+    """Refuse what a cluster's workers cannot reach: an in-memory model or output.
+
+    Examples
+    --------
+    >>> refuse_local_only(None, "out.zarr", "scan.zarr")
+    >>> refuse_local_only(None, memory_store(), "scan.zarr")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: with a cluster, out must be a path (or store) that every worker can reach, ...
+    """
+    if loaded is not None:
+        raise ValueError(
+            "model given as a loaded object cannot be shipped to a cluster; pass the "
+            "checkpoint path so that every worker loads it once."
+        )
+    if (out is None and vio.default_output_path(scan) is None) or in_memory(out):
+        raise ValueError(
+            "with a cluster, out must be a path (or store) that every worker can reach, "
+            "not an in-memory store."
+        )
+
+
+def resolve_model(model: Any, device: str) -> tuple[str, str, dict, Any]:
+    """(path, sha256, config, in-memory LoadedModel or None) for ``model``.
+
+    Examples
+    --------
+    >>> resolve_model(3, "cpu")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    TypeError: model=int is not a checkpoint path or volseg LoadedModel; pass the path of ...
+    """
+    if isinstance(model, vmodel.LoadedModel):
+        return model.path, model.sha256, model.config, model
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(
+            f"model={type(model).__name__} is not a checkpoint path or volseg LoadedModel; "
+            "pass the path of a file written by volseg.train."
+        )
+    # Load once here: validates the file (format, weights_only) before any task runs.
+    loaded = vmodel.cached_model(model, None, device)
+    return str(model), loaded.sha256, loaded.config, None
+
+
+def in_memory(out: Any) -> bool:
+    """True when ``out`` is an in-memory Zarr store (it lives in this process only).
+
+    Examples
+    --------
+    >>> in_memory(memory_store()), in_memory("out.zarr")
+    (True, False)
+    """
+    import zarr
+
+    return isinstance(out, zarr.storage.MemoryStore)
+
+
+def memory_store() -> Any:
+    """A new in-memory Zarr store: the output of a run on arrays without ``out``.
+
+    Examples
+    --------
+    >>> type(memory_store()).__name__
+    'MemoryStore'
+    """
+    import zarr
+
+    return zarr.storage.MemoryStore()
