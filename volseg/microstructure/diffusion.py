@@ -230,8 +230,10 @@ def jacobi(residual: np.ndarray, diag: np.ndarray) -> np.ndarray:
 
 
 def dot(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> float:
-    """``a . b`` without BLAS: its threads spin against dask's and other jobs' (10x slower
-    on a busy machine), and the pairwise sum is as accurate.
+    """``a . b`` without BLAS, with numpy's pairwise sum.
+
+    BLAS threads spin against dask's and other jobs' (10x slower on a busy
+    machine), and the pairwise sum is as accurate.
 
     Examples
     --------
