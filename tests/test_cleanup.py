@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from volseg.cleanup import parse_min_size, remove_small_components
-from volseg.microstructure import measure_phases
+from volseg.microstructure import measure_phases, parse_min_size, remove_small_components
 
 VALUES = (0, 1, 2)
 

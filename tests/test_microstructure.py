@@ -13,6 +13,7 @@ import zarr
 from scipy import ndimage
 
 from volseg import microstructure as ms
+from volseg.microstructure import tasks
 
 AXES = ("z", "y", "x")
 
@@ -588,13 +589,13 @@ def test_measure_phases_gives_measure_of_each_phase():
 
 def test_tpb_tasks_read_one_chunk_and_a_low_halo(monkeypatch):
     seen = []
-    original = ms._tpb_block
+    original = tasks.tpb_block
 
     def recording(bits, block_info=None):
         seen.append((bits.shape, tuple(block_info[0]["chunk-location"])))
         return original(bits, block_info=block_info)
 
-    monkeypatch.setattr(ms, "_tpb_block", recording)
+    monkeypatch.setattr(tasks, "tpb_block", recording)
     labels = small_anode((12, 20, 20), seed=5)
     chunks = (5, 8, 6)
     ms.measure_phases(labels, chunks=chunks, max_radius=2)

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from volseg.microstructure import measure_phases, tpb_edge_counts
-from volseg.tpb import active_tpb, parse_faces
+from volseg.microstructure import active_tpb, measure_phases, parse_faces, tpb_edge_counts
 
 FACES = {"pore": ["z+"], "ysz": ["z-"], "ni": ["z+", "x-"]}
 

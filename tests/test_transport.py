@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from volseg.transport import diffusion_operator, parse_memory, tortuosity
+from volseg.microstructure import diffusion_operator, parse_memory, tortuosity
 
 
 def _porous(n: int, seed: int = 0, solid: float = 0.55) -> np.ndarray:

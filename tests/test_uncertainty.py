@@ -8,9 +8,13 @@ from scipy import ndimage
 
 import volseg
 from volseg.cli import main
-from volseg.microstructure import measure_phases
-from volseg.transport import tortuosity
-from volseg.uncertainty import decision_variants, error_bars, measure_with_errors
+from volseg.microstructure import (
+    decision_variants,
+    error_bars,
+    measure_phases,
+    measure_with_errors,
+    tortuosity,
+)
 
 PHASES = {"pore": 0, "ysz": 1, "ni": 2}
 
@@ -126,7 +130,7 @@ def test_report_shows_error_bars_active_tpb_and_rev(three_phase_output, tmp_path
 
 @pytest.mark.parametrize("chunks", [(10, 22, 17), (4, 7, 6)])
 def test_rev_curve_full_volume_and_chunks_agree_with_measure(chunks):
-    from volseg.rev import rev_curve
+    from volseg.microstructure import rev_curve
 
     rng = np.random.default_rng(5)
     smooth = ndimage.gaussian_filter(rng.random((10, 22, 17)), 1.5)
@@ -169,7 +173,7 @@ def test_error_bars_clean_variants_like_the_run(scan_zarr, checkpoint3, tmp_path
 
 def test_an_undefined_variant_gives_an_unbounded_error_bar(tmp_path, capsys):
     from volseg.io import create_output
-    from volseg.uncertainty import Unbounded, format_row
+    from volseg.microstructure import Unbounded, format_row
 
     # A column at p = 0.55 is the only path along z: gone at threshold 0.6.
     path = tmp_path / "out.zarr"
