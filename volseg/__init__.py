@@ -29,9 +29,9 @@ _LAZY: dict[str, str] = {
     "tiling": "tiling",
     "tpb_edge_counts": "microstructure",
     "train": "training",
-    "remove_small_components": "cleanup",
-    "active_tpb": "tpb",
-    "tortuosity": "transport",
+    "remove_small_components": "microstructure",
+    "active_tpb": "microstructure",
+    "tortuosity": "microstructure",
 }
 
 __getattr__, __dir__, __all__ = attach(__name__, _LAZY)

@@ -28,8 +28,9 @@ import torch
 from .. import backends, guards, store
 from .. import io as vio
 from .. import model as vmodel
-from ..cleanup import clean_output, parse_min_size
 from ..conventions import jsonable
+from ..microstructure.cleanup import clean_output
+from ..microstructure.min_size import parse_min_size
 from . import execute, resolve
 from .block import BlockRun
 from .plan import block_grid, check_overlap_cost, default_chunks, voxels

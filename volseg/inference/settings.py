@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from .. import tiling
-from ..cleanup import check_min_size
 from ..conventions import jsonable
+from ..microstructure.min_size import check_min_size
 from .plan import grid_record, plane_grid
 
 __all__ = [
