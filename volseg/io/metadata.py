@@ -2,7 +2,7 @@
 
 :func:`recorded_voxel_size` reads what a scan records (a volseg output's run record,
 or the NGFF 0.4/0.5 ``multiscales`` of its group); :func:`ome_multiscales` writes it
-for :func:`volseg.io.convert.convert` and the output group.
+for :func:`volseg.io.writers.convert` and the output group.
 """
 
 from __future__ import annotations
