@@ -1,4 +1,4 @@
-"""The output format (volseg.store): one record per block, a consolidated table, shards,
+"""The output format (volseg.io): one record per block, a consolidated table, shards,
 resume from the records after a killed client, and older outputs still readable."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 
 import volseg
 from volseg import io as vio
-from volseg import store
 from volseg.cli import main
+from volseg.io import create, records
 
 from .conftest import layout1
 
@@ -41,7 +41,7 @@ def test_one_record_per_chunk_and_at_most_two_files_per_chunk(plain):
     out = Path(plain.path)
     n_chunks = len(plain.stats)
     assert n_chunks == 4 * 3 * 4
-    assert len(stored_files(out, store.RECORDS)) == n_chunks
+    assert len(stored_files(out, records.RECORDS)) == n_chunks
     assert len(stored_files(out, "mask")) == n_chunks
     # mask + record per chunk; the table is one object here.
     assert len(stored_files(out)) == 2 * n_chunks + 1
@@ -52,7 +52,7 @@ def test_readers_of_a_complete_output_open_only_the_table(plain, monkeypatch):
     def no_listing(output):
         raise AssertionError("a complete output is read from its table alone")
 
-    monkeypatch.setattr(store, "listed_records", no_listing)
+    monkeypatch.setattr(records, "listed_records", no_listing)
     reopened = volseg.open_result(plain.path)
     assert reopened.stats["done"].all()
     np.testing.assert_array_equal(reopened.stats["ni_voxels"], plain.stats["ni_voxels"])
@@ -100,10 +100,10 @@ def test_resume_after_a_killed_client_uses_the_records(scan, checkpoint, plain, 
     output.write_table(np.zeros_like(output.table[...]))  # never flushed
     for index in ((0, 0, 0), (3, 2, 3)):
         output.clear_done(index)  # never written
-    half = out / store.RECORDS / "c.2.1.1.0"
+    half = out / records.RECORDS / "c.2.1.1.0"
     half.write_bytes(half.read_bytes()[:20])  # killed while writing this record
     output.update_attrs(status="running", summary=None)
-    plan = store.load_table(output)
+    plan = records.load_table(output)
     done = plan[..., output.fields["done"]][..., 0] == 1
     assert int((~done).sum()) == 3 and not done[2, 1, 1]
     # The table's values come from the records.
@@ -171,8 +171,8 @@ def test_cli_shards(scan, checkpoint, plain, tmp_path, capsys):
 )
 def test_shards_refusal_names_the_axis_and_suggests_shards_that_work(shards, chunks, shape):
     with pytest.raises(ValueError) as info:
-        store.validate_shards(shards, chunks, shape)
+        create.validate_shards(shards, chunks, shape)
     message = str(info.value)
     suggested = tuple(int(v) for v in message.split("--shards ")[1].split(",")[0].split())
-    assert store.validate_shards(suggested, chunks, shape) == suggested
+    assert create.validate_shards(suggested, chunks, shape) == suggested
     assert "is not a multiple of" in message
