@@ -17,16 +17,20 @@ def attach(
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
     """``__getattr__``, ``__dir__`` and ``__all__`` for a lazily loaded package.
 
-    ``names`` maps each public name to the submodule (relative to ``package``)
-    that defines it; a name that maps to itself is a submodule.
+    ``names`` maps each public name to the submodule (relative to ``package``, or
+    absolute when it starts with ``volseg.``) that defines it; a name that maps to
+    itself is a submodule.
     """
     public = sorted(names)
 
     def __getattr__(name: str) -> Any:
         if name not in names:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        module = importlib.import_module(f"{package}.{names[name]}")
-        value = module if names[name] == name else getattr(module, name)
+        where = names[name]
+        module = importlib.import_module(
+            where if where.startswith("volseg.") else f"{package}.{where}"
+        )
+        value = module if where == name else getattr(module, name)
         setattr(importlib.import_module(package), name, value)
         return value
 

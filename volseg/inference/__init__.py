@@ -8,10 +8,10 @@
 - :mod:`~volseg.inference.execute`: scheduling the blocks (threads or a cluster).
 - :mod:`~volseg.inference.resolve`: devices and the model, before any block.
 - :mod:`~volseg.inference.record`: the output's run record, create or resume.
-- :mod:`~volseg.inference.results`: reading an output back (stats, summary).
 - :mod:`~volseg.inference.api`: :func:`segment`, the API and the order of a run.
 
-Names are loaded on first use, so reading results does not import torch.
+Reading an output back is :mod:`volseg.io.results` (re-exported here). Names are
+loaded on first use, so reading results does not import torch.
 """
 
 from __future__ import annotations
@@ -30,20 +30,20 @@ __getattr__, __dir__, __all__ = attach(
         "REFINE_CHOICES": "settings",
         "RESUME_KEYS": "settings",
         "SegmentSettings": "settings",
-        "SegmentationResult": "results",
+        "SegmentationResult": "volseg.io.results",
         "UNCERTAIN_BAND": "settings",
         "block_grid": "plan",
         "choose_chunks": "plan",
-        "chunk_rows": "results",
+        "chunk_rows": "volseg.io.results",
         "default_chunks": "plan",
-        "open_result": "results",
-        "output_phases": "results",
+        "open_result": "volseg.io.results",
+        "output_phases": "volseg.io.results",
         "plan_block": "plan",
         "plane_blocks": "plan",
         "plane_grid": "plan",
         "segment": "api",
         "segment_block": "block",
-        "stats_table": "results",
+        "stats_table": "volseg.io.results",
         "tiles_per_batch": "plan",
     },
 )

@@ -10,7 +10,7 @@ This module is the API and the order of a run; the pieces have their own modules
 :mod:`~volseg.inference.settings` (what is computed), :mod:`~volseg.inference.plan`
 (grids and blocks), :mod:`~volseg.inference.block` (one block),
 :mod:`~volseg.inference.execute` (scheduling), :mod:`~volseg.inference.record`
-(the output's run record and resume) and :mod:`~volseg.inference.results`.
+(the output's run record and resume); :mod:`volseg.io.results` reads outputs back.
 """
 
 from __future__ import annotations
@@ -25,17 +25,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import backends, guards, store
+from .. import backends
 from .. import io as vio
 from .. import model as vmodel
 from ..conventions import jsonable
+from ..io.results import SegmentationResult, stats_table, summarise
 from ..microstructure.cleanup import clean_output
 from ..microstructure.min_size import parse_min_size
 from . import execute, resolve
 from .block import BlockRun
 from .plan import block_grid, check_overlap_cost, default_chunks, voxels
 from .record import prepare_output, run_attrs, spacing
-from .results import SegmentationResult, stats_table, summarise
 from .settings import SegmentSettings, prob_dtype
 
 __all__ = ["segment"]
@@ -43,7 +43,7 @@ __all__ = ["segment"]
 log = logging.getLogger(__name__)
 
 
-@store.holds_leases
+@vio.holds_leases
 def segment(
     scan: Any,
     model: Any,
@@ -254,9 +254,9 @@ def segment(
     )
     if out is None:
         out = vio.default_output_path(scan)
-    guards.refuse_overlap(
+    vio.refuse_overlap(
         out,
-        {"scan": scan, "scan's group": guards.zarr_container(scan), "truth": truth},
+        {"scan": scan, "scan's group": vio.zarr_container(scan), "truth": truth},
     )
     if voxel_size is not None:
         settings = settings.resolved(voxel_size=vio.validate_voxel_size(voxel_size))
@@ -265,7 +265,7 @@ def segment(
         # a physical size needs the voxel size: refuse now, not after every chunk
         parse_min_size(min_size, physical.get("voxel_size", (1.0, 1.0, 1.0)), physical.get("unit"))
     output, reused = prepare_output(
-        resolve.memory_store() if out is None else out,
+        vio.memory_store() if out is None else out,
         settings, attrs, overwrite, resume, physical, confusion=truth_phases is not None,
     )  # fmt: skip
     run = BlockRun(
@@ -291,7 +291,7 @@ def _blocks(chunks: Any, shards: Any, volume: vio.Scan, settings: SegmentSetting
         chunks = default_chunks(volume.shape, volume.chunks, settings.tile, settings.deep)
     if shards is None:
         return {"chunks": chunks, "stored_chunks": None}
-    shards = store.validate_shards(shards, chunks, volume.shape)
+    shards = vio.validate_shards(shards, chunks, volume.shape)
     # The shard is the processing block; the chunk is what readers fetch inside it.
     return {"chunks": shards, "stored_chunks": chunks}
 
@@ -309,7 +309,7 @@ def _run(
 ) -> SegmentationResult:
     """Segment the blocks not done yet, refine, check, summarise and mark complete."""
     settings = run.settings
-    run_table = store.RunTable(output, reused)
+    run_table = vio.RunTable(output, reused)
     stats = run_table.stats() if reused else None
     selected = [
         (index, region)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import backends, guards, metrics, tiling
+from .. import backends, metrics, tiling
 from .. import io as vio
 from .. import model as vmodel
 from .plan import AXIS_ORDER, Block, axis_grid, tiles_per_batch
@@ -169,7 +169,7 @@ def _read_box(scan_source: Any, block: Block, run: BlockRun) -> np.ndarray:
         raw = scan_source  # computed by the dask graph
     else:
         if run.check_chunks:
-            guards.check_stored_chunks(scan_source, block.read)
+            vio.check_stored_chunks(scan_source, block.read)
         raw = vio.read_region(scan_source, block.read)
     if run.check_finite and not np.isfinite(raw).all():
         zs, ys, xs = block.read
@@ -307,5 +307,5 @@ def segment_block(
     # not refined until the refinement pass has rewritten it.
     counts["refined"] = bool(refine)
     record = output.write_block(index, block.write, mask.astype(np.uint8), prob_out, counts, labels)
-    # The client keeps every record in its table (volseg.store.RunTable).
+    # The client keeps every record in its table (volseg.io.records.RunTable).
     return index, record

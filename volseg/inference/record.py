@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from .. import io as vio
-from .. import store
 from .._version import __version__
 from .settings import UNCERTAIN_BAND, SegmentSettings
 
@@ -33,8 +32,8 @@ def run_attrs(settings: SegmentSettings, volume: Any, truth_volume: Any, model: 
     return {
         "version": __version__,
         # Absolute: `volseg report` and resume work from any directory.
-        "input": store.recorded_path(volume.source),
-        "truth": store.recorded_path(truth_volume.source) if truth_volume else None,
+        "input": vio.recorded_path(volume.source),
+        "truth": vio.recorded_path(truth_volume.source) if truth_volume else None,
         "model": model,
         "parameters": settings.record(),
         "uncertain_band": list(UNCERTAIN_BAND),
@@ -80,7 +79,7 @@ def prepare_output(
     """
     if vio.output_exists(out):
         # Never two writers: a live run's output is refused, also with resume/overwrite.
-        store.refuse_live_lease(out)
+        vio.refuse_live_lease(out)
         if resume:
             return _reopen(out, settings, attrs), True
         if not overwrite:
@@ -102,7 +101,7 @@ def prepare_output(
         stored_chunks=settings.stored_chunks,
         **physical,
     )
-    store.Lease.acquire(out)
+    vio.Lease.acquire(out)
     return output, False
 
 
@@ -112,7 +111,7 @@ def _reopen(out: Any, settings: SegmentSettings, attrs: dict) -> vio.OutputGroup
     if output.attrs.get("model", {}).get("sha256") != attrs["model"]["sha256"]:
         changed.append("model")
     for key in ("input", "truth"):
-        if not store.same_input(output.attrs.get(key), attrs[key]):
+        if not vio.same_input(output.attrs.get(key), attrs[key]):
             changed.append(key)
     if changed:
         raise ValueError(
@@ -121,5 +120,5 @@ def _reopen(out: Any, settings: SegmentSettings, attrs: dict) -> vio.OutputGroup
             "start again."
         )
     output.ensure_flag("refined")  # outputs written before refinement existed
-    store.Lease.acquire(out)  # released when segment() returns or raises
+    vio.Lease.acquire(out)  # released when segment() returns or raises
     return output

@@ -17,7 +17,7 @@ from .. import io as vio
 from .. import model as vmodel
 from .execute import cluster_has_gpus
 
-__all__ = ["devices", "in_memory", "memory_store", "refuse_local_only", "resolve_model"]
+__all__ = ["devices", "refuse_local_only", "resolve_model"]
 
 
 def devices(device: str, client: Any) -> tuple[torch.device, str, torch.device]:
@@ -44,7 +44,8 @@ def refuse_local_only(loaded: Any, out: Any, scan: Any) -> None:
     Examples
     --------
     >>> refuse_local_only(None, "out.zarr", "scan.zarr")
-    >>> refuse_local_only(None, memory_store(), "scan.zarr")  # doctest: +ELLIPSIS
+    >>> from volseg import io as vio
+    >>> refuse_local_only(None, vio.memory_store(), "scan.zarr")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ValueError: with a cluster, out must be a path (or store) that every worker can reach, ...
     """
@@ -53,7 +54,7 @@ def refuse_local_only(loaded: Any, out: Any, scan: Any) -> None:
             "model given as a loaded object cannot be shipped to a cluster; pass the "
             "checkpoint path so that every worker loads it once."
         )
-    if (out is None and vio.default_output_path(scan) is None) or in_memory(out):
+    if (out is None and vio.default_output_path(scan) is None) or vio.in_memory(out):
         raise ValueError(
             "with a cluster, out must be a path (or store) that every worker can reach, "
             "not an in-memory store."
@@ -79,29 +80,3 @@ def resolve_model(model: Any, device: str) -> tuple[str, str, dict, Any]:
     # Load once here: validates the file (format, weights_only) before any task runs.
     loaded = vmodel.cached_model(model, None, device)
     return str(model), loaded.sha256, loaded.config, None
-
-
-def in_memory(out: Any) -> bool:
-    """True when ``out`` is an in-memory Zarr store (it lives in this process only).
-
-    Examples
-    --------
-    >>> in_memory(memory_store()), in_memory("out.zarr")
-    (True, False)
-    """
-    import zarr
-
-    return isinstance(out, zarr.storage.MemoryStore)
-
-
-def memory_store() -> Any:
-    """A new in-memory Zarr store: the output of a run on arrays without ``out``.
-
-    Examples
-    --------
-    >>> type(memory_store()).__name__
-    'MemoryStore'
-    """
-    import zarr
-
-    return zarr.storage.MemoryStore()

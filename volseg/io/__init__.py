@@ -20,7 +20,8 @@ One job per module: ``scans`` (open a scan), ``tiff``, ``stored_chunks`` (missin
 corrupt chunks), ``labels`` (recorded phases, the truth), ``metadata`` (voxel size,
 OME-Zarr), ``paths`` (where outputs go, what may be replaced), ``writers`` (write_arrays,
 convert), ``output`` (the OutputGroup), ``create`` (a new output group), ``records``
-(per-block records and their table), ``completeness``, ``lease`` (one writer per output),
+(per-block records and their table), ``results`` (reading an output back as a
+result: per-chunk table, summary), ``completeness``, ``lease`` (one writer per output),
 ``scratch``. Names are imported on first use (PEP 562).
 
 >>> import numpy as np
@@ -65,6 +66,8 @@ _LAZY: dict[str, str] = {
     "validate_voxel_size": "metadata",
     # paths
     "check_new_file": "paths",
+    "in_memory": "paths",
+    "memory_store": "paths",
     "default_output_path": "paths",
     "output_exists": "paths",
     "refuse_overlap": "paths",
@@ -76,6 +79,13 @@ _LAZY: dict[str, str] = {
     "convert": "writers",
     "write_arrays": "writers",
     # output
+    # results: reading an output back
+    "SegmentationResult": "results",
+    "chunk_rows": "results",
+    "open_result": "results",
+    "output_phases": "results",
+    "stats_table": "results",
+    "summarise": "results",
     "OutputGroup": "output",
     "open_output": "output",
     "stats_array": "output",

@@ -22,6 +22,8 @@ import zarr
 from .tiff import TIFF_SUFFIXES
 
 __all__ = [
+    "in_memory",
+    "memory_store",
     "check_new_file",
     "default_output_path",
     "output_exists",
@@ -235,3 +237,25 @@ def default_output_path(source: Any) -> Path | None:
             break
     stem = path.name[: -len(path.suffix)] if path.suffix else path.name
     return path.with_name(f"{stem}_ni.zarr")
+
+
+def in_memory(out: Any) -> bool:
+    """True when ``out`` is an in-memory Zarr store (it lives in this process only).
+
+    Examples
+    --------
+    >>> in_memory(memory_store()), in_memory("out.zarr")
+    (True, False)
+    """
+    return isinstance(out, zarr.storage.MemoryStore)
+
+
+def memory_store() -> Any:
+    """A new in-memory Zarr store: the output of a run on arrays without ``out``.
+
+    Examples
+    --------
+    >>> type(memory_store()).__name__
+    'MemoryStore'
+    """
+    return zarr.storage.MemoryStore()

@@ -1,8 +1,10 @@
-"""Reading a segmentation output: the per-chunk table, the pooled summary, the result.
+"""Reading a segmentation output back: the per-chunk table, the pooled summary, the result.
 
-No torch here: scoring, reporting and measuring an output do not load the network's
-libraries. :func:`open_result` reopens a finished output; :func:`stats_table` and
-:func:`summarise` turn the per-block records into the figures users see.
+The reading side of the output format (the writing side is :mod:`volseg.io.output`
+and :mod:`volseg.io.records`). No torch here: scoring, reporting and measuring an
+output do not load the network's libraries. :func:`open_result` reopens a finished
+output; :func:`stats_table` and :func:`summarise` turn the per-block records into the
+figures users see.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import io as vio
-from .. import metrics, store
-from .plan import block_grid, voxels
+from .. import metrics
+from .completeness import check_complete
+from .output import OutputGroup, open_output
+from .records import PHASE_FIELDS, STAT_FIELDS, chunk_frame
 
 __all__ = [
     "SegmentationResult",
@@ -78,7 +81,7 @@ class SegmentationResult:
     group: Any = field(repr=False, default=None)
 
     @classmethod
-    def of(cls, output: vio.OutputGroup, table: pd.DataFrame, summary: dict) -> SegmentationResult:
+    def of(cls, output: OutputGroup, table: pd.DataFrame, summary: dict) -> SegmentationResult:
         """The result of an output group with its table and summary."""
         return cls(
             mask=output.mask,
@@ -99,18 +102,14 @@ def chunk_rows(shape, chunks) -> Iterator[tuple[tuple[int, int, int], dict[str, 
     >>> index, row["z0"], row["z1"], row["voxels"]
     ((1, 0, 0), 1, 2, 16)
     """
-    for index, region in block_grid(shape, chunks):
-        row: dict[str, Any] = {"chunk_z": index[0], "chunk_y": index[1], "chunk_x": index[2]}
-        for axis, sl in zip("zyx", region):
-            row[f"{axis}0"], row[f"{axis}1"] = sl.start, sl.stop
-        row["voxels"] = voxels(region)
-        yield index, row
+    for row in chunk_frame(shape, chunks).to_dict("records"):
+        yield (row["chunk_z"], row["chunk_y"], row["chunk_x"]), row
 
 
-def stats_table(output: vio.OutputGroup, stats: dict | None = None) -> pd.DataFrame:
+def stats_table(output: OutputGroup, stats: dict | None = None) -> pd.DataFrame:
     """The per-chunk statistics of an output group as a DataFrame (one row per chunk).
 
-    ``stats``: the group's arrays if already read (:meth:`volseg.io.OutputGroup.read_stats`).
+    ``stats``: the group's arrays if already read (:meth:`volseg.io.output.OutputGroup.read_stats`).
 
     Examples
     --------
@@ -124,9 +123,9 @@ def stats_table(output: vio.OutputGroup, stats: dict | None = None) -> pd.DataFr
         stats = output.read_stats()
     shape = tuple(int(s) for s in output.mask.shape)
     # Column by column (10^5 chunks in well under a second), rows in chunk-grid order.
-    table = store.chunk_frame(shape, output.chunks)
-    for name in vio.STAT_FIELDS:
-        if name in stats and name not in vio.PHASE_FIELDS:
+    table = chunk_frame(shape, output.chunks)
+    for name in STAT_FIELDS:
+        if name in stats and name not in PHASE_FIELDS:
             table[name] = np.asarray(stats[name]).reshape(-1)
     table["ni_fraction"] = table["ni_voxels"] / table["voxels"]
     table["uncertain_fraction"] = table["uncertain_voxels"] / table["voxels"]
@@ -144,7 +143,7 @@ def stats_table(output: vio.OutputGroup, stats: dict | None = None) -> pd.DataFr
     return table
 
 
-def output_phases(output: vio.OutputGroup) -> dict[str, int] | None:
+def output_phases(output: OutputGroup) -> dict[str, int] | None:
     """``{phase: label value}`` of an output group with ``labels`` (None for a Ni mask).
 
     Parameters
@@ -236,8 +235,8 @@ def open_result(out: Any, allow_incomplete: bool = False) -> SegmentationResult:
     >>> open_result(output.group.store, allow_incomplete=True).summary["chunks_missing"]
     2
     """
-    output = vio.open_output(out)
-    state = store.check_complete(output, allow_incomplete)
+    output = open_output(out)
+    state = check_complete(output, allow_incomplete)
     record = output.attrs
     stats = output.read_stats()
     table = stats_table(output, stats)
