@@ -238,6 +238,24 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     (True, device(type='cpu'), True)
     """
     path = Path(path)
+    payload = _read_payload(path)
+    _check_payload(path, payload)
+    network = _build_network(path, payload)
+    torch_device = resolve_device(device)
+    # channels_last: oneDNN (CPU) and cuDNN tensor cores run the convolutions faster in NHWC.
+    network.to(torch_device, memory_format=torch.channels_last).eval()
+    return LoadedModel(
+        network=network,
+        config=payload["config"],
+        sha256=file_sha256(path),
+        path=str(path),
+        device=torch_device,
+        training=payload.get("training", {}),
+    )
+
+
+def _read_payload(path: Path) -> dict[str, Any]:
+    """The checkpoint's dictionary, read with ``weights_only=True``; clear errors otherwise."""
     if not path.is_file():
         raise FileNotFoundError(
             f"model file {str(path)!r} does not exist; check the path, or train one with "
@@ -255,6 +273,11 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         ) from exc
     except Exception as exc:
         raise _not_ours(path, f"torch could not read it: {exc}") from exc
+    return payload
+
+
+def _check_payload(path: Path, payload: Any) -> None:
+    """Refuse a payload that is not a volseg checkpoint or holds weights that are not finite."""
     if not isinstance(payload, dict) or "format" not in payload:
         raise _not_ours(path, "no 'format' entry")
     if payload["format"] != CHECKPOINT_FORMAT:
@@ -278,22 +301,16 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
                 f"{name!r}); training diverged or the file is damaged: use an earlier "
                 "checkpoint or train again (e.g. with a lower --lr)."
             )
+
+
+def _build_network(path: Path, payload: dict[str, Any]) -> torch.nn.Module:
+    """The network of the checkpoint's config, with its weights (on the CPU)."""
     try:
-        network = build_unet(config)
+        network = build_unet(payload["config"])
     except (KeyError, TypeError) as exc:
         raise _not_ours(path, f"its config is incomplete ({type(exc).__name__}: {exc})") from exc
     try:
         network.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         raise _not_ours(path, f"its weights do not fit its config: {exc}") from exc
-    torch_device = resolve_device(device)
-    # channels_last: oneDNN (CPU) and cuDNN tensor cores run the convolutions faster in NHWC.
-    network.to(torch_device, memory_format=torch.channels_last).eval()
-    return LoadedModel(
-        network=network,
-        config=config,
-        sha256=file_sha256(path),
-        path=str(path),
-        device=torch_device,
-        training=payload.get("training", {}),
-    )
+    return network
