@@ -7,23 +7,26 @@ import pytest
 import torch
 
 import volseg
-from volseg import backends
 from volseg import io as vio
 from volseg import model as vmodel
 from volseg.inference import block as vblock
+from volseg.model import backend as vbackend
+from volseg.model import export as vexport
+from volseg.model import precision as vprecision
+from volseg.model import runtimes as vruntimes
 
 from .conftest import small_config, whole_plane_reference
 
 RUN = {"tile": 64, "overlap": 0.25, "device": "cpu", "progress": False}
-HAS_OPENVINO = backends.backend_available("openvino")
-HAS_ONNXRUNTIME = backends.backend_available("onnxruntime")
+HAS_OPENVINO = vbackend.backend_available("openvino")
+HAS_ONNXRUNTIME = vbackend.backend_available("onnxruntime")
 needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="needs openvino (volseg[openvino])")
 needs_onnxruntime = pytest.mark.skipif(
     not HAS_ONNXRUNTIME, reason="needs onnxruntime (volseg[onnx])"
 )
 # OpenVINO refuses bf16 where the CPU would run it as fp32.
 needs_openvino_bf16 = pytest.mark.skipif(
-    not HAS_OPENVINO or "BF16" not in backends._openvino_cpu_capabilities(),
+    not HAS_OPENVINO or "BF16" not in vprecision.openvino_cpu_capabilities(),
     reason="needs openvino and a CPU it runs bf16 on",
 )
 # Every backend and precision that runs on a CPU.
@@ -42,27 +45,27 @@ def run(scan, checkpoint, out, **kwargs):
 
 
 def test_auto_precision_follows_the_cpu_flags(monkeypatch):
-    monkeypatch.setattr(backends, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
-    assert backends.resolve_precision("auto", "cpu", "torch") == "bf16"
-    monkeypatch.setattr(backends, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
-    assert backends.resolve_precision("auto", "cpu", "openvino") == "bf16"
-    monkeypatch.setattr(backends, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
-    assert backends.resolve_precision("auto", "cpu", "torch") == "fp32"
-    assert backends.resolve_precision("fp16", "cpu", "torch") == "fp16"
+    monkeypatch.setattr(vprecision, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    assert vprecision.resolve_precision("auto", "cpu", "torch") == "bf16"
+    monkeypatch.setattr(vprecision, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
+    assert vprecision.resolve_precision("auto", "cpu", "openvino") == "bf16"
+    monkeypatch.setattr(vprecision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert vprecision.resolve_precision("auto", "cpu", "torch") == "fp32"
+    assert vprecision.resolve_precision("fp16", "cpu", "torch") == "fp16"
     with pytest.raises(ValueError, match="precision='half' is not known"):
-        backends.resolve_precision("half", "cpu")
+        vprecision.resolve_precision("half", "cpu")
 
 
 def test_auto_backend_falls_back_to_torch_without_openvino(
     scan_zarr, checkpoint, tmp_path, monkeypatch
 ):
-    real = backends.backend_available
+    real = vbackend.backend_available
     monkeypatch.setattr(
-        backends, "backend_available", lambda name: name != "openvino" and real(name)
+        vbackend, "backend_available", lambda name: name != "openvino" and real(name)
     )
-    assert backends.resolve_backend("auto", "cpu") == "torch"
+    assert vbackend.resolve_backend("auto", "cpu") == "torch"
     with pytest.raises(ImportError, match=r"pip install 'volseg\[openvino\]'"):
-        backends.resolve_backend("openvino", "cpu")
+        vbackend.resolve_backend("openvino", "cpu")
     with pytest.raises(ImportError, match="backend='openvino' needs the openvino package"):
         run(scan_zarr / "image", checkpoint, tmp_path / "missing.zarr", backend="openvino")
     assert not (tmp_path / "missing.zarr").exists()
@@ -80,9 +83,9 @@ def test_bad_backend_and_precision_are_refused(scan_zarr, checkpoint, tmp_path):
     with pytest.raises(ValueError, match="precision='int8' is not known"):
         run(scan_zarr / "image", checkpoint, tmp_path / "b.zarr", precision="int8")
     with pytest.raises(ValueError, match="not available with backend='onnxruntime'"):
-        backends.resolve_precision("bf16", "cpu", "onnxruntime")
+        vprecision.resolve_precision("bf16", "cpu", "onnxruntime")
     with pytest.raises(ValueError, match="runs on the CPU"):
-        backends.resolve_backend("openvino", "cuda")
+        vbackend.resolve_backend("openvino", "cuda")
 
 
 class _Unexportable(torch.nn.Module):
@@ -117,20 +120,20 @@ def test_onnx_export_is_cached_beside_the_checkpoint(checkpoint, tmp_path, monke
     copy = tmp_path / "copy.pt"
     copy.write_bytes(checkpoint.read_bytes())
     loaded = vmodel.load_checkpoint(copy)
-    first = backends.export_onnx(loaded)
+    first = vexport.export_onnx(loaded)
     assert first == str(tmp_path / f"copy.pt.{loaded.sha256[:16]}.onnx")
 
     def no_export(*args, **kwargs):
         raise AssertionError("exported again")
 
     monkeypatch.setattr(torch.onnx, "export", no_export)
-    assert backends.export_onnx(loaded) == first  # reused, keyed by the checkpoint's digest
+    assert vexport.export_onnx(loaded) == first  # reused, keyed by the checkpoint's digest
     monkeypatch.undo()
     # A folder that cannot be written: the export stays in memory.
-    monkeypatch.setattr(backends, "_onnx_cache_path", lambda loaded: tmp_path / "no" / "x.onnx")
-    exported = backends.export_onnx(loaded)
+    monkeypatch.setattr(vexport, "onnx_cache_path", lambda loaded: tmp_path / "no" / "x.onnx")
+    exported = vexport.export_onnx(loaded)
     assert isinstance(exported, bytes) and len(exported) > 1000
-    predict = backends.OnnxRuntimePredictor(loaded)
+    predict = vruntimes.OnnxRuntimePredictor(loaded)
     tiles = np.random.default_rng(0).random((3, 64, 64), dtype=np.float32)
     np.testing.assert_allclose(predict(tiles), vmodel.TilePredictor(loaded)(tiles), atol=1e-4)
 
@@ -138,7 +141,7 @@ def test_onnx_export_is_cached_beside_the_checkpoint(checkpoint, tmp_path, monke
 def _whole_plane_reference(image, checkpoint, backend, precision, tile=64, overlap=0.25):
     """The predictor applied tile by tile to whole reflect-padded planes, then blended."""
     loaded = vmodel.load_checkpoint(checkpoint)
-    predict = backends.cached_predictor(loaded, backend, precision)
+    predict = vruntimes.cached_predictor(loaded, backend, precision)
     volume = vmodel.normalise(image, loaded.config["normalisation"])
     return whole_plane_reference(volume, predict, tile, overlap)
 
@@ -289,7 +292,7 @@ def test_openvino_precision_recorded_is_the_one_the_cpu_runs(scan_zarr, checkpoi
 
     loaded = vmodel.load_checkpoint(checkpoint)
     compiled = ov.Core().compile_model(
-        backends._read_bytes(backends._export_bytes(loaded)),
+        vruntimes.read_onnx_bytes(vexport.export_bytes(loaded)),
         "CPU",
         {"INFERENCE_PRECISION_HINT": "f16"},
     )
@@ -305,7 +308,7 @@ def test_openvino_precision_recorded_is_the_one_the_cpu_runs(scan_zarr, checkpoi
         run(scan_zarr / "image", checkpoint, out, backend="openvino", precision="fp16")
     assert not out.exists()
     with pytest.raises(ValueError, match=message):  # and where the network is compiled
-        backends.OpenVINOPredictor(loaded, "fp16")
+        vruntimes.OpenVINOPredictor(loaded, "fp16")
 
 
 @pytest.mark.parametrize(
@@ -322,21 +325,21 @@ def test_a_corrupt_cached_onnx_file_is_exported_again(
     copy.write_bytes(checkpoint.read_bytes())
     loaded = vmodel.load_checkpoint(copy)
     tiles = np.random.default_rng(0).random((3, 64, 64), dtype=np.float32)
-    fresh = backends.PREDICTORS[backend](loaded, "fp32")(tiles)
+    fresh = vruntimes.PREDICTORS[backend](loaded, "fp32")(tiles)
     cached = tmp_path / f"copy.pt.{loaded.sha256[:16]}.onnx"
     size = cached.stat().st_size
     with open(cached, "r+b") as handle:  # an interrupted copy
         handle.truncate(1000)
-    with caplog.at_level("WARNING", logger="volseg.backends"):
-        recovered = backends.PREDICTORS[backend](loaded, "fp32")(tiles)
+    with caplog.at_level("WARNING", logger="volseg.model.export"):
+        recovered = vruntimes.PREDICTORS[backend](loaded, "fp32")(tiles)
     np.testing.assert_array_equal(recovered, fresh)
     assert f"cached ONNX file {cached} cannot be loaded" in caplog.text
     assert cached.stat().st_size == size
     monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: pytest.fail("exported again"))
-    np.testing.assert_array_equal(backends.PREDICTORS[backend](loaded, "fp32")(tiles), fresh)
+    np.testing.assert_array_equal(vruntimes.PREDICTORS[backend](loaded, "fp32")(tiles), fresh)
     monkeypatch.undo()
     # An export that cannot be loaded even freshly written: a clear error naming the file.
     cached.write_bytes(b"not onnx")
-    monkeypatch.setattr(backends, "_export_bytes", lambda loaded: b"still not onnx")
+    monkeypatch.setattr(vexport, "export_bytes", lambda loaded: b"still not onnx")
     with pytest.raises(ValueError, match=rf"ONNX export '{cached}' .* even freshly exported"):
-        backends.PREDICTORS[backend](loaded, "fp32")
+        vruntimes.PREDICTORS[backend](loaded, "fp32")

@@ -83,9 +83,9 @@ def test_distributed_equals_local_and_loads_model_once_per_worker(
     assert remote.summary["chunks_computed"] == 5 * 2 * 2
 
     def cached_models():
-        from volseg import model
+        from volseg.model import predict
 
-        return len(model._CACHE)
+        return len(predict._CACHE)
 
     loads = client.run(cached_models)
     assert all(n <= 1 for n in loads.values()), loads  # once per process, not per task

@@ -111,3 +111,28 @@ def test_half_precision_on_gpu_is_close_to_full(checkpoint):
     cpu = vmodel.TilePredictor(vmodel.load_checkpoint(checkpoint, "cpu"))(batch)
     gpu = vmodel.TilePredictor(vmodel.load_checkpoint(checkpoint, "cuda"))(batch)
     np.testing.assert_allclose(gpu, cpu, atol=5e-3)
+
+
+def test_light_model_modules_load_without_torch():
+    """The configuration, normalisation and the precision/backend choices need no torch."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "import volseg.model.config, volseg.model.normalisation, volseg.model.device\n"
+        "import volseg.model.precision, volseg.model.backend\n"
+        "from volseg.model import default_config, PRECISIONS, BACKENDS\n"
+        "default_config(encoder_depth=3, decoder_channels=[32, 16, 8])\n"
+        "print(sorted({'torch', 'segmentation_models_pytorch'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_one_source_for_the_network_defaults():
+    config = vmodel.default_config()
+    assert config["decoder_channels"] == vmodel.default_decoder_channels(config["encoder_depth"])
+    assert vmodel.default_decoder_channels(3) == [256, 128, 64]
+    assert config["labels"] == vmodel.BINARY_LABELS
+    assert config["labels"] is not vmodel.BINARY_LABELS
