@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import backends
 from .. import io as vio
 from .. import model as vmodel
 from ..conventions import jsonable
@@ -164,7 +163,7 @@ def segment(
         Arithmetic of the network's forward pass; blending, thresholds and counts stay
         float32. ``"auto"``: bf16 on CPUs with AMX or AVX512-BF16 and on GPUs that
         support it, fp16 on other GPUs, fp32 otherwise
-        (:func:`volseg.backends.resolve_precision`). Recorded, resolved, in the attrs.
+        (:func:`volseg.model.precision.resolve_precision`). Recorded, resolved, in the attrs.
     backend : {"auto", "torch", "openvino", "onnxruntime"}
         What runs the network: torch, or the network exported once to ONNX and
         compiled by OpenVINO or ONNX Runtime (``pip install 'volseg[openvino]'`` /
@@ -223,11 +222,11 @@ def segment(
             str(Path(v).resolve()) if isinstance(v, (str, os.PathLike)) else v
             for v in (scan, truth, out)
         )
-    run_backend = backends.resolve_backend(backend, run_device)
+    run_backend = vmodel.resolve_backend(backend, run_device)
     settings = settings.resolved(
         device=task_device,
         backend=run_backend,
-        precision=backends.resolve_precision(precision, run_device, run_backend),
+        precision=vmodel.resolve_precision(precision, run_device, run_backend),
     )
     volume = vio.open_scan(scan, role="scan")
     check_overlap_cost(volume.shape, tile, overlap, batch_size)

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import backends, metrics, tiling
 from .. import io as vio
+from .. import metrics, tiling
 from .. import model as vmodel
 from .plan import AXIS_ORDER, Block, axis_grid, tiles_per_batch
 from .settings import UNCERTAIN_BAND, SegmentSettings
@@ -90,7 +90,7 @@ def _predictor(run: BlockRun) -> Any:
     loaded = run.loaded
     if loaded is None:
         loaded = vmodel.cached_model(run.model_path, run.model_sha256, settings.device)
-    predictor = backends.cached_predictor(loaded, settings.backend, settings.precision)
+    predictor = vmodel.cached_predictor(loaded, settings.backend, settings.precision)
     return tiling.FlipRotateTTA(predictor) if settings.tta else predictor
 
 
