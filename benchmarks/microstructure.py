@@ -192,7 +192,7 @@ def part_tpb(shape: Sequence[int], workdir: Path, axes_list: Sequence[str]) -> d
 
     import volseg
     from volseg import synth
-    from volseg.cleanup import remove_small_components
+    from volseg.microstructure import remove_small_components
 
     started = time.perf_counter()
     model = _common.demo_model(workdir, "cpu", classes=3)

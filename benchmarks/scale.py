@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import volseg  # noqa: E402
-from volseg import store  # noqa: E402
+from volseg import io as vio  # noqa: E402
 
 BLOCK = (1, 8, 8)
 
@@ -63,7 +63,7 @@ def count(path: Path) -> tuple[int, int]:
 
 def make_output(path: Path, grid, **kwargs):
     shape = tuple(g * b for g, b in zip(grid, BLOCK))
-    return store.create_output(
+    return vio.create_output(
         path,
         shape,
         BLOCK,
@@ -101,26 +101,26 @@ def full_scale(root: Path, grid) -> dict:
     out = root / "full.zarr"
     output, create_s = timed(make_output, out, grid)
     results, records_s = timed(write_records, output, grid)
-    run = store.RunTable(output, reused=False)
+    run = vio.RunTable(output, reused=False)
     for result in results:
         run.table[tuple(result[0])] = result[1]
     _, table_write_s = timed(run.flush)
     output.update_attrs(status="complete")
-    _, read_array_s = timed(lambda: store.open_output(out).read_stats())
+    _, read_array_s = timed(lambda: vio.open_output(out).read_stats())
     stats, read_table_s = timed(lambda: volseg.open_result(out).stats)
     assert len(stats) == int(np.prod(grid)) and stats["done"].all()
-    _, complete_s = timed(store.check_complete, store.open_output(out))
+    _, complete_s = timed(vio.check_complete, vio.open_output(out))
     files, folders = count(out)
     # A killed client: its table lags 1,024 records behind.
     output.update_attrs(status="running")
     lagging = run.table.copy()
     lagging.reshape(-1, lagging.shape[-1])[-1024:] = 0
     output.write_table(lagging)
-    plan, plan_s = timed(store.load_table, store.open_output(out), True)
+    plan, plan_s = timed(vio.load_table, vio.open_output(out), True)
     assert (plan[..., -1] == 1).all()
     # Worst case: the client died before it ever wrote the table.
     output.write_table(np.zeros_like(lagging))
-    plan, plan_worst_s = timed(store.load_table, store.open_output(out), True)
+    plan, plan_worst_s = timed(vio.load_table, vio.open_output(out), True)
     assert (plan[..., -1] == 1).all()
     n = int(np.prod(grid))
     return {
@@ -162,7 +162,7 @@ def layouts(root: Path, grid) -> dict:
         output = make_output(out, grid, **kwargs)
         _, write_s = timed(write_blocks, output, grid)
         if not output.legacy:
-            run = store.RunTable(output, reused=True)
+            run = vio.RunTable(output, reused=True)
             run.flush()
         stats, read_s = timed(lambda o=out: volseg.open_result(o).stats)
         assert stats["done"].all()

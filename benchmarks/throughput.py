@@ -48,7 +48,7 @@ import zarr
 from _common import TRAIN_KEYS, machine
 
 import volseg
-from volseg import backends, inference, synth, tiling
+from volseg import inference, synth, tiling
 from volseg import io as vio
 from volseg import model as vmodel
 from volseg.demo import DEMO_SETTINGS
@@ -139,7 +139,7 @@ def network_alone(loaded, backend: str, precision: str, tile: int, repeats: int)
     batch = max(1, 16 * 128 * 128 // (tile * tile))
     tiles = np.random.default_rng(0).random((batch, tile, tile), dtype=np.float32)
     with execute.torch_threads(1):
-        predict = backends.cached_predictor(loaded, backend, precision)
+        predict = vmodel.cached_predictor(loaded, backend, precision)
         predict(tiles)  # warm up (and compile)
 
         def work(_):
@@ -262,7 +262,7 @@ def measure_network(name: str, model: Path, scans: dict, workdir: Path, repeats:
     rates = []
     tiles = sorted({128} | {inference.plane_grid((p, p)).tile for p in scans})
     for backend, precision in COMBINATIONS:
-        if not backends.backend_available(backend):
+        if not vmodel.backend_available(backend):
             continue
         for tile in tiles:
             rate = network_alone(loaded, backend, precision, tile, repeats)
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="volseg-throughput-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        flags = backends.cpu_flags()
+        flags = vmodel.cpu_flags()
         result = {
             "benchmark": "segmentation throughput: volseg vs MONAI as users run it",
             "monai_call": MONAI_CALL,
@@ -350,8 +350,8 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_bf16": {
                 "avx512_bf16": "avx512_bf16" in flags,
                 "amx_bf16": "amx_bf16" in flags,
-                "auto_precision": backends.resolve_precision("auto", "cpu"),
-                "auto_backend": backends.resolve_backend("auto", "cpu"),
+                "auto_precision": vmodel.resolve_precision("auto", "cpu"),
+                "auto_backend": vmodel.resolve_backend("auto", "cpu"),
             },
             "note": (
                 "2-core machine shared with other jobs while this ran: rates are noisy, the "

@@ -10,7 +10,7 @@ import torch
 
 from volseg import io as vio
 from volseg import model as vmodel
-from volseg import store, synth, tiling
+from volseg import synth, tiling
 
 # Tests must not oversubscribe the 2-core machine they run on.
 torch.set_num_threads(1)
@@ -157,12 +157,12 @@ def layout1(out):
             name,
             shape=values.shape,
             chunks=(1, 1, 1, *values.shape[3:]),
-            dtype=store.STAT_DTYPES.get(name, "int64"),
+            dtype=vio.STAT_DTYPES.get(name, "int64"),
             fill_value=0,
         )
         array[...] = values
-    del group[store.RECORDS]
-    del group[store.TABLE]
+    del group[vio.RECORDS]
+    del group[vio.TABLE]
     group.attrs["volseg"] = record
     reopened = vio.open_output(out, mode="r+")
     assert reopened.legacy

@@ -182,9 +182,9 @@ def test_context_on_every_backend_is_chunk_invariant(
     anode_arrays, context_checkpoint, backend, precision, atol
 ):
     """The exported network takes the 2k+1 channels too: same stitching, any chunking."""
-    from volseg import backends
+    from volseg.model import backend as vbackend
 
-    if not backends.backend_available(backend):
+    if not vbackend.backend_available(backend):
         pytest.skip(f"needs {backend} (volseg[openvino] / volseg[onnx])")
     path, k = context_checkpoint
     image, _ = anode_arrays

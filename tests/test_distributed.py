@@ -42,10 +42,10 @@ def big_scan(tmp_path_factory):
 
 def _done(out) -> np.ndarray:
     """Blocks whose record is stored (what a resume would skip)."""
-    from volseg import store
+    from volseg import io as vio
 
     try:
-        return store.listed_records(vio.open_output(out))
+        return vio.listed_records(vio.open_output(out))
     except Exception:  # not created yet
         return np.zeros(0, dtype=bool)
 

@@ -599,7 +599,6 @@ def _lease(out, pid, host=None, age=0.0):
     import socket
     import time
 
-    from volseg import store
 
     now = time.time()
     record = {
@@ -609,14 +608,13 @@ def _lease(out, pid, host=None, age=0.0):
         "heartbeat": now - age,
         "token": "someone-else",
     }
-    (out / store.LEASE_NAME).write_text(json.dumps(record))
+    (out / vio.LEASE_NAME).write_text(json.dumps(record))
 
 
 def test_a_second_run_on_a_live_output_is_refused(world, tmp_path, capsys):
     import subprocess
     import sys
 
-    from volseg import store
 
     root, model = world
     out = tmp_path / "o.zarr"
@@ -638,11 +636,10 @@ def test_a_second_run_on_a_live_output_is_refused(world, tmp_path, capsys):
         writer.wait()
     # Its process is gone: --resume takes the lease over, finishes, and lets it go.
     assert main([str(a) for a in argv] + ["--resume"]) == 0
-    assert not (out / store.LEASE_NAME).exists()
+    assert not (out / vio.LEASE_NAME).exists()
 
 
 def test_a_lease_without_heartbeat_is_taken_over(world, tmp_path, capsys):
-    from volseg import store
 
     root, model = world
     out = tmp_path / "o.zarr"
@@ -651,16 +648,15 @@ def test_a_lease_without_heartbeat_is_taken_over(world, tmp_path, capsys):
             str(out), *FAST, "--chunks", "2", "32", "32", "--resume"]  # fmt: skip
     _lease(out, 12345, host="another-node")  # fresh heartbeat on another host: live
     refused(argv, [out], ["another-node", "is being written"], capsys)
-    _lease(out, 12345, host="another-node", age=store.LEASE_TIMEOUT + 60)
+    _lease(out, 12345, host="another-node", age=vio.LEASE_TIMEOUT + 60)
     assert main(argv) == 0
-    assert not (out / store.LEASE_NAME).exists()
+    assert not (out / vio.LEASE_NAME).exists()
 
 
 def test_a_run_holds_its_lease_and_lets_it_go_on_failure(world, tmp_path, monkeypatch):
     import json
     import os
 
-    from volseg import store
 
     root, model = world
     out = tmp_path / "o.zarr"
@@ -668,7 +664,7 @@ def test_a_run_holds_its_lease_and_lets_it_go_on_failure(world, tmp_path, monkey
     original = vblock.segment_block
 
     def failing(block, *args):
-        seen.append(json.loads((out / store.LEASE_NAME).read_text()))
+        seen.append(json.loads((out / vio.LEASE_NAME).read_text()))
         raise RuntimeError("simulated failure")
 
     monkeypatch.setattr(vblock, "segment_block", failing)
@@ -676,7 +672,7 @@ def test_a_run_holds_its_lease_and_lets_it_go_on_failure(world, tmp_path, monkey
         main(["segment", str(root / "scan.zarr" / "image"), "--model", str(model), "--out",
               str(out), *FAST])  # fmt: skip
     assert seen and seen[0]["pid"] == os.getpid()
-    assert not (out / store.LEASE_NAME).exists()
+    assert not (out / vio.LEASE_NAME).exists()
     monkeypatch.setattr(vblock, "segment_block", original)
 
 
