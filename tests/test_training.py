@@ -11,7 +11,11 @@ import zarr
 import volseg
 from volseg import io as vio
 from volseg import model as vmodel
-from volseg import synth, training
+from volseg import synth
+from volseg.conventions import history_paths
+from volseg.training import data
+from volseg.training.augment import augment
+from volseg.training.losses import loss_fn
 
 from .conftest import tiny_training
 
@@ -29,7 +33,7 @@ def test_train_writes_checkpoint_history_and_plot(train_zarr, tmp_path):
     out = tmp_path / "m.pt"
     result = volseg.train(str(train_zarr / "image"), str(train_zarr / "labels"), out, **SMALL)
     assert result.path == out and out.is_file()
-    csv, png = training.history_paths(out)
+    csv, png = history_paths(out)
     history = pd.read_csv(csv)
     assert list(history.columns) == [
         "epoch",
@@ -65,7 +69,7 @@ def test_train_writes_checkpoint_history_and_plot(train_zarr, tmp_path):
 
 
 def test_training_reads_crops_lazily_from_zarr(train_zarr, tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "CACHE_BYTES", 0)
+    monkeypatch.setattr(data, "CACHE_BYTES", 0)
     reads = []
     original = vio.read_region
     monkeypatch.setattr(vio, "read_region", lambda a, r: reads.append(r) or original(a, r))
@@ -82,7 +86,7 @@ def test_augmentation_keeps_masks_binary_and_aligned():
     rng = np.random.default_rng(0)
     target = (rng.random((64, 64)) > 0.5).astype(np.float32)
     for _ in range(20):
-        image, augmented = training._augment(target.copy(), target.copy(), rng)
+        image, augmented = augment(target.copy(), target.copy(), rng)
         assert set(np.unique(augmented)) <= {0.0, 1.0}
         # The image went through the same flip/rotation: its brighter pixels are the mask.
         np.testing.assert_array_equal(image > image.mean(), augmented > 0.5)
@@ -222,7 +226,7 @@ def test_ignore_label_leaves_unlabelled_voxels_out_of_loss_and_scores(tmp_path):
     partial = target.clone()
     partial[..., 4:] = -1.0  # unlabelled half
     for kind in ("bce", "dice", "bce+dice"):
-        loss = training._loss_fn(kind)
+        loss = loss_fn(kind)
         labelled_only = loss(logits[..., :4], target[..., :4])
         assert float(loss(logits, partial)) == pytest.approx(float(labelled_only), rel=1e-5)
         # Without unlabelled pixels the loss is the plain one.

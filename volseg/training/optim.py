@@ -1,70 +1,31 @@
-"""Pieces of stable training: learning-rate schedule, weight averaging, time limits.
+"""Pieces of stable training: optimiser, learning-rate schedule, weight averaging, freezing.
 
-:func:`volseg.train` uses them together: AdamW with a linear warm-up and a cosine
-decay of the learning rate (:func:`warmup_cosine`), gradient clipping, an exponential
-moving average of the weights (:class:`WeightEMA`) that is validated and saved, and a
-wall-time budget (:func:`parse_duration`) so that a job ends with its best checkpoint
-before its SLURM time runs out. Each piece is small and tested on its own.
+:func:`volseg.train` uses them together: AdamW (:func:`adamw`) with a linear warm-up
+and a cosine decay of the learning rate (:func:`warmup_cosine`), gradient clipping
+(:func:`clip_gradients`), an exponential moving average of the weights
+(:class:`WeightEMA`) that is validated and saved, BatchNorm statistics frozen for
+small batches (:func:`freeze_batchnorm`) and a frozen encoder
+(:func:`freeze_encoder_parameters`).
+The wall-time budget is :func:`volseg.training.settings.parse_duration`. Each piece
+is small and tested on its own.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import re
 from typing import Any
 
 import torch
 
-__all__ = ["WeightEMA", "freeze_batchnorm", "parse_duration", "warmup_cosine"]
-
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd])")
-
-
-def parse_duration(value: Any) -> float | None:
-    """Seconds from ``"2h"``, ``"90m"``, ``"1h30m"``, ``"45s"``, ``"3600"`` or a number.
-
-    Parameters
-    ----------
-    value : str, int, float or None
-        A duration; a bare number counts seconds. None means no limit.
-
-    Returns
-    -------
-    float or None
-        Seconds (> 0), or None.
-
-    Examples
-    --------
-    >>> parse_duration("2h"), parse_duration("90m"), parse_duration("1h30m"), parse_duration(45)
-    (7200.0, 5400.0, 5400.0, 45.0)
-    >>> parse_duration("two hours")
-    Traceback (most recent call last):
-    ...
-    ValueError: max_time='two hours' is not a duration; write e.g. '2h', '90m', '1h30m' or seconds.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"max_time={value!r} is not a duration; give e.g. '2h' or seconds.")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        text = str(value).strip().lower().replace(" ", "")
-        try:
-            seconds = float(text)
-        except ValueError:
-            parts = _DURATION.findall(text)
-            if not parts or "".join(a + b for a, b in parts) != text:
-                raise ValueError(
-                    f"max_time={value!r} is not a duration; write e.g. '2h', '90m', '1h30m' "
-                    "or seconds."
-                ) from None
-            seconds = sum(float(number) * _UNITS[unit] for number, unit in parts)
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise ValueError(f"max_time={value!r} must be a positive duration, e.g. '2h'.")
-    return seconds
+__all__ = [
+    "WeightEMA",
+    "adamw",
+    "clip_gradients",
+    "freeze_batchnorm",
+    "freeze_encoder_parameters",
+    "warmup_cosine",
+]
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_factor: float = 0.01):
@@ -186,3 +147,57 @@ def freeze_batchnorm(network: torch.nn.Module) -> int:
             module.eval()
             count += 1
     return count
+
+
+def freeze_encoder_parameters(network: torch.nn.Module, frozen: bool) -> None:
+    """Train the encoder's parameters (``frozen=False``) or keep them as loaded.
+
+    Examples
+    --------
+    >>> net = torch.nn.Module()
+    >>> net.encoder = torch.nn.Linear(2, 2)
+    >>> freeze_encoder_parameters(net, True)
+    >>> [p.requires_grad for p in net.encoder.parameters()]
+    [False, False]
+    """
+    for parameter in network.encoder.parameters():
+        parameter.requires_grad = not frozen
+
+
+def adamw(
+    network: torch.nn.Module, lr: float, weight_decay: float
+) -> tuple[torch.optim.AdamW, list[torch.nn.Parameter]]:
+    """AdamW over the trainable parameters of ``network``, and those parameters.
+
+    Examples
+    --------
+    >>> optimiser, trainable = adamw(torch.nn.Linear(2, 1), lr=1e-3, weight_decay=1e-4)
+    >>> len(trainable), optimiser.param_groups[0]["weight_decay"]
+    (2, 0.0001)
+    """
+    trainable = [p for p in network.parameters() if p.requires_grad]
+    return torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay), trainable
+
+
+def clip_gradients(
+    scaler: torch.amp.GradScaler,
+    optimiser: torch.optim.Optimizer,
+    parameters: list[torch.nn.Parameter],
+    grad_clip: float | None,
+) -> None:
+    """Scale the gradients of a step down to a norm of ``grad_clip`` (None: leave them).
+
+    With loss scaling (``scaler``), the gradients are unscaled first.
+
+    Examples
+    --------
+    >>> net = torch.nn.Linear(2, 1)
+    >>> optimiser, trainable = adamw(net, 1e-3, 0.0)
+    >>> (net(torch.ones(1, 2)) * 100).sum().backward()
+    >>> clip_gradients(torch.amp.GradScaler(enabled=False), optimiser, trainable, 1.0)
+    >>> round(float(torch.nn.utils.get_total_norm([p.grad for p in trainable])), 4)
+    1.0
+    """
+    if grad_clip is not None:
+        scaler.unscale_(optimiser)
+        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
