@@ -251,3 +251,28 @@ def test_ignore_label_leaves_unlabelled_voxels_out_of_loss_and_scores(tmp_path):
     assert vmodel.load_checkpoint(result.path).training["ignore_label"] == 255
     with pytest.raises(ValueError, match="need a value of their own"):
         volseg.train(image, labels, tmp_path / "x.pt", ignore_label=1, **settings)
+
+
+def test_settings_object_validates_records_and_loads_no_torch(train_zarr, tmp_path):
+    import subprocess
+    import sys
+
+    from volseg.training.settings import TrainSettings
+
+    with pytest.raises(ValueError, match="tile=100 must be a multiple of 32"):
+        TrainSettings(tile=100)
+    settings = TrainSettings(**{**SMALL, "max_time": "2h", "lr": 0.01})
+    record = settings.to_record(["a"], [{}], {})
+    assert record["max_time"] == 7200.0 and record["optimiser"]["lr"] == 0.01
+    back = TrainSettings.from_record(record)
+    assert (back.lr, back.batch_size, back.max_time) == (0.01, settings.batch_size, 7200.0)
+    with pytest.raises(ValueError, match="not both"):
+        volseg.train(np.zeros((4, 32, 32)), np.zeros((4, 32, 32)), tmp_path / "m.pt",
+                     epochs=3, settings=settings)  # fmt: skip
+    small = TrainSettings(**{**SMALL, "epochs": 1, "steps_per_epoch": 1})
+    images, labels = str(train_zarr / "image"), str(train_zarr / "labels")
+    result = volseg.train(images, labels, tmp_path / "s.pt", settings=small)
+    assert len(result.history) == 1 and result.config["tile"] == small.tile
+    code = "import sys, volseg.training.settings; print('torch' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert loaded.stdout.strip() == "False", loaded.stderr

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -247,21 +247,7 @@ class TrainSettings:
         >>> TrainSettings.from_record({}) == TrainSettings()
         True
         """
-        names = (
-            "ni_label",
-            "ignore_label",
-            "encoder_weights",
-            "freeze_encoder",
-            "loss",
-            "batch_size",
-            "steps_per_epoch",
-            "seed",
-            "grad_clip",
-            "ema_decay",
-            "max_time",
-            "precision",
-        )
-        values = {name: record[name] for name in names if name in record}
+        values = {field.name: record[field.name] for field in fields(cls) if field.name in record}
         optimiser = record.get("optimiser") or {}
         values.update(
             {name: optimiser[name] for name in ("lr", "weight_decay") if name in optimiser}
