@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from .. import model as vmodel
+from ..backends import resolve_precision
 from .crops import Crops
 from .data import check_phases_present, open_pairs, sparse_split, training_phases
 from .loop import TrainingRun, fit
@@ -201,6 +202,7 @@ def train(
     settings = _settings(arguments, settings)
     out = _check_out(Path(out), settings)
     device = vmodel.resolve_device(settings.device)
+    autocast = vmodel.AUTOCAST_DTYPES[resolve_precision(settings.precision, device)]
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
     pairs = open_pairs(
@@ -242,7 +244,7 @@ def train(
         history = list(resumed["history"])
         settings = settings.resumed(resumed)
         rng = np.random.default_rng([settings.seed, len(history)])
-    run = TrainingRun.start(settings, network, crops, device, resumed)
+    run = TrainingRun.start(settings, network, crops, device, autocast, resumed)
     record = settings.to_record([p.name for p in pairs], [p.split() for p in pairs], run.schedule())
     stopping, stopped = fit(run, validation, out, config, record, history, rng, started_at)
     table = pd.DataFrame(history)

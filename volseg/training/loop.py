@@ -20,7 +20,6 @@ import torch
 
 from .. import metrics
 from .. import model as vmodel
-from ..backends import resolve_precision
 from .crops import Crops
 from .losses import Loss, loss_fn
 from .optim import WeightEMA, adamw, clip_gradients, freeze_batchnorm, warmup_cosine
@@ -164,14 +163,15 @@ class TrainingRun:
         network: torch.nn.Module,
         crops: Crops,
         device: torch.device,
+        autocast: torch.dtype | None = None,
         resumed: dict | None = None,
     ) -> TrainingRun:
         """Optimiser, loss scaling and moving average, restored from ``resumed`` if given.
 
         ``settings`` are resolved (loss, classes and steps per epoch decided);
-        ``resumed`` is the state of an unfinished run (:func:`~volseg.training.state.load_state`).
+        ``autocast`` is the dtype of the forward passes (None: float32); ``resumed``
+        is the state of an unfinished run (:func:`~volseg.training.state.load_state`).
         """
-        autocast = vmodel.AUTOCAST_DTYPES[resolve_precision(settings.precision, device)]
         scaler = torch.amp.GradScaler(enabled=autocast is torch.float16 and device.type == "cuda")
         if resumed is not None:
             total_steps = int(resumed["schedule"]["total_steps"])
