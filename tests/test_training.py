@@ -276,3 +276,17 @@ def test_settings_object_validates_records_and_loads_no_torch(train_zarr, tmp_pa
     code = "import sys, volseg.training.settings; print('torch' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert loaded.stdout.strip() == "False", loaded.stderr
+
+
+@pytest.mark.parametrize("shape", [(2, 40, 50), (1, 20, 20), (1, 7, 33)])
+def test_crops_are_the_reflect_padded_plane(shape):
+    from volseg.training.crops import read_crop
+
+    volume = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    tile, pad = 32, 40
+    padded = np.pad(volume, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
+    for z in range(shape[0]):
+        for y0 in (-9, 0, 3, shape[1] - tile, shape[1] - 5):
+            for x0 in (-1, 0, 7, shape[2] - tile + 4):
+                expected = padded[z, pad + y0 : pad + y0 + tile, pad + x0 : pad + x0 + tile]
+                np.testing.assert_array_equal(read_crop(volume, z, y0, x0, tile), expected)
