@@ -141,18 +141,19 @@ def test_config_refuses_channels_that_do_not_fit_the_context():
 
 
 def test_training_crops_hold_the_neighbouring_slices_mirrored_at_the_border():
-    from volseg import training
+    from volseg.training.augment import augment
+    from volseg.training.crops import read_planes
 
     volume = np.arange(4 * 40 * 50, dtype=np.float32).reshape(4, 40, 50)
     padded = np.pad(volume, ((2, 2), (0, 0), (0, 0)), mode="reflect")
     for z in range(4):
-        crop = training._read_planes(volume, z, 3, 5, 32, 2)
+        crop = read_planes(volume, z, 3, 5, 32, 2)
         np.testing.assert_array_equal(crop, padded[z : z + 5, 3:35, 5:37])
     rng = np.random.default_rng(1)
     target = (rng.random((32, 32)) > 0.5).astype(np.float32)
     for _ in range(10):
         stack = np.stack([target * 0, target, target * 2])  # middle slice = the mask
-        image, augmented = training._augment(stack, target.copy(), rng)
+        image, augmented = augment(stack, target.copy(), rng)
         assert image.shape == (3, 32, 32)
         np.testing.assert_array_equal(image[1] > image[1].mean(), augmented > 0.5)
         # the slice order is kept or reversed, never mixed

@@ -7,7 +7,9 @@ import torch
 
 import volseg
 from volseg import model as vmodel
-from volseg import optim, synth, training
+from volseg import synth
+from volseg.training import optim, settings
+from volseg.training.state import state_path
 
 from .conftest import tiny_training
 
@@ -24,13 +26,13 @@ def volume():
     [("2h", 7200.0), ("90m", 5400.0), ("1h30m", 5400.0), ("3600", 3600.0), (12.5, 12.5)],
 )
 def test_parse_duration(value, seconds):
-    assert optim.parse_duration(value) == seconds
+    assert settings.parse_duration(value) == seconds
 
 
 @pytest.mark.parametrize("value", ["2 hours", "h", "-5", 0, "1h30", True])
 def test_parse_duration_refuses_what_is_not_a_duration(value):
     with pytest.raises(ValueError, match="max_time="):
-        optim.parse_duration(value)
+        settings.parse_duration(value)
 
 
 def test_warmup_cosine_rises_then_decays_to_the_floor():
@@ -76,7 +78,7 @@ def test_checkpoint_holds_the_averaged_weights_and_the_settings(volume, tmp_path
     assert record["grad_clip"] == 1.0 and record["ema_decay"] == 0.999
     assert record["batchnorm"] == "frozen after warm-up"  # 4 crops per batch
     assert record["stopped"] == "epochs" and record["steps"] == 4
-    state = torch.load(training.state_path(out), weights_only=True)
+    state = torch.load(state_path(out), weights_only=True)
     assert state["finished"] and state["schedule"]["step"] == 4
     if record["best_epoch"] == 2:  # the saved weights are the average, not the live ones
         for key, value in loaded.network.state_dict().items():
@@ -100,7 +102,7 @@ def test_max_time_stops_with_a_checkpoint_and_resume_continues_the_schedule(volu
     assert len(first.history) == 1 and out.is_file()
     record = vmodel.load_checkpoint(out).training
     assert record["stopped"] == "max_time" and record["steps"] == 1
-    state = torch.load(training.state_path(out), weights_only=True)
+    state = torch.load(state_path(out), weights_only=True)
     assert not state["finished"] and state["schedule"]["step"] == 1
 
     resumed = volseg.train(image, labels, out, epochs=50, resume_from=out, **SMALL)
@@ -109,7 +111,7 @@ def test_max_time_stops_with_a_checkpoint_and_resume_continues_the_schedule(volu
     assert len(resumed.history) == 4 and record["steps"] == 6
     assert record["stopped"] == "epochs"
     assert resumed.history["lr"].iloc[-1] == pytest.approx(1e-3 * optim.warmup_cosine(5, 6, 0))
-    state = torch.load(training.state_path(out), weights_only=True)
+    state = torch.load(state_path(out), weights_only=True)
     assert state["finished"] and state["schedule"]["step"] == 6
     steps = {int(s["step"]) for s in state["optimiser"]["state"].values()}
     assert steps == {6}  # AdamW's moments were carried over, not restarted

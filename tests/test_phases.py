@@ -478,7 +478,7 @@ def test_voxel_size_given_to_segment_is_recorded_for_a_tiff_scan(small_anode, ch
 def test_review_fixes_binary_truth_sparse_labels_and_stale_refined_flag(
     small_anode, checkpoint3, sharp_checkpoint, tmp_path, monkeypatch
 ):
-    from volseg import training
+    from volseg.training.losses import loss_fn
 
     image, labels = small_anode
     # A three-phase model scored against a binary (bool) truth: Ni only, no confusion.
@@ -505,7 +505,7 @@ def test_review_fixes_binary_truth_sparse_labels_and_stale_refined_flag(
             progress=False,
         )
     # A batch with no labelled pixel gives a zero loss, not NaN.
-    loss = training._loss_fn("ce+dice", 3)
+    loss = loss_fn("ce+dice", 3)
     logits = torch.zeros((2, 3, 8, 8), requires_grad=True)
     assert float(loss(logits, torch.full((2, 8, 8), -1)).detach()) == 0.0
     # A chunk segmented again after an interrupted refinement is not marked refined.

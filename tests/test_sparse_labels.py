@@ -7,7 +7,8 @@ import pytest
 
 import volseg
 from volseg import model as vmodel
-from volseg import synth, training
+from volseg import synth
+from volseg.training.crops import Crops
 
 from .conftest import tiny_training
 
@@ -22,8 +23,8 @@ def volume():
 def spy_on_crops(monkeypatch):
     """Record every (z) the training crops and validation tiles read."""
     seen = {"train": [], "val": []}
-    original_position = training._Crops.random_position
-    original_validation = training._Crops.validation_tiles
+    original_position = Crops.random_position
+    original_validation = Crops.validation_tiles
 
     def random_position(self, rng):
         position = original_position(self, rng)
@@ -34,8 +35,8 @@ def spy_on_crops(monkeypatch):
         seen["val"].extend(z for pair in self.pairs for z in pair.validation_planes())
         return original_validation(self, max_tiles, rng)
 
-    monkeypatch.setattr(training._Crops, "random_position", random_position)
-    monkeypatch.setattr(training._Crops, "validation_tiles", validation_tiles)
+    monkeypatch.setattr(Crops, "random_position", random_position)
+    monkeypatch.setattr(Crops, "validation_tiles", validation_tiles)
     return seen
 
 

@@ -11,7 +11,11 @@ import zarr
 import volseg
 from volseg import io as vio
 from volseg import model as vmodel
-from volseg import synth, training
+from volseg import synth
+from volseg.conventions import history_paths
+from volseg.training import data
+from volseg.training.augment import augment
+from volseg.training.losses import loss_fn
 
 from .conftest import tiny_training
 
@@ -29,7 +33,7 @@ def test_train_writes_checkpoint_history_and_plot(train_zarr, tmp_path):
     out = tmp_path / "m.pt"
     result = volseg.train(str(train_zarr / "image"), str(train_zarr / "labels"), out, **SMALL)
     assert result.path == out and out.is_file()
-    csv, png = training.history_paths(out)
+    csv, png = history_paths(out)
     history = pd.read_csv(csv)
     assert list(history.columns) == [
         "epoch",
@@ -65,7 +69,7 @@ def test_train_writes_checkpoint_history_and_plot(train_zarr, tmp_path):
 
 
 def test_training_reads_crops_lazily_from_zarr(train_zarr, tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "CACHE_BYTES", 0)
+    monkeypatch.setattr(data, "CACHE_BYTES", 0)
     reads = []
     original = vio.read_region
     monkeypatch.setattr(vio, "read_region", lambda a, r: reads.append(r) or original(a, r))
@@ -82,7 +86,7 @@ def test_augmentation_keeps_masks_binary_and_aligned():
     rng = np.random.default_rng(0)
     target = (rng.random((64, 64)) > 0.5).astype(np.float32)
     for _ in range(20):
-        image, augmented = training._augment(target.copy(), target.copy(), rng)
+        image, augmented = augment(target.copy(), target.copy(), rng)
         assert set(np.unique(augmented)) <= {0.0, 1.0}
         # The image went through the same flip/rotation: its brighter pixels are the mask.
         np.testing.assert_array_equal(image > image.mean(), augmented > 0.5)
@@ -222,7 +226,7 @@ def test_ignore_label_leaves_unlabelled_voxels_out_of_loss_and_scores(tmp_path):
     partial = target.clone()
     partial[..., 4:] = -1.0  # unlabelled half
     for kind in ("bce", "dice", "bce+dice"):
-        loss = training._loss_fn(kind)
+        loss = loss_fn(kind)
         labelled_only = loss(logits[..., :4], target[..., :4])
         assert float(loss(logits, partial)) == pytest.approx(float(labelled_only), rel=1e-5)
         # Without unlabelled pixels the loss is the plain one.
@@ -247,3 +251,42 @@ def test_ignore_label_leaves_unlabelled_voxels_out_of_loss_and_scores(tmp_path):
     assert vmodel.load_checkpoint(result.path).training["ignore_label"] == 255
     with pytest.raises(ValueError, match="need a value of their own"):
         volseg.train(image, labels, tmp_path / "x.pt", ignore_label=1, **settings)
+
+
+def test_settings_object_validates_records_and_loads_no_torch(train_zarr, tmp_path):
+    import subprocess
+    import sys
+
+    from volseg.training.settings import TrainSettings
+
+    with pytest.raises(ValueError, match="tile=100 must be a multiple of 32"):
+        TrainSettings(tile=100)
+    settings = TrainSettings(**{**SMALL, "max_time": "2h", "lr": 0.01})
+    record = settings.to_record(["a"], [{}], {})
+    assert record["max_time"] == 7200.0 and record["optimiser"]["lr"] == 0.01
+    back = TrainSettings.from_record(record)
+    assert (back.lr, back.batch_size, back.max_time) == (0.01, settings.batch_size, 7200.0)
+    with pytest.raises(ValueError, match="not both"):
+        volseg.train(np.zeros((4, 32, 32)), np.zeros((4, 32, 32)), tmp_path / "m.pt",
+                     epochs=3, settings=settings)  # fmt: skip
+    small = TrainSettings(**{**SMALL, "epochs": 1, "steps_per_epoch": 1})
+    images, labels = str(train_zarr / "image"), str(train_zarr / "labels")
+    result = volseg.train(images, labels, tmp_path / "s.pt", settings=small)
+    assert len(result.history) == 1 and result.config["tile"] == small.tile
+    code = "import sys, volseg.training.settings; print('torch' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert loaded.stdout.strip() == "False", loaded.stderr
+
+
+@pytest.mark.parametrize("shape", [(2, 40, 50), (1, 20, 20), (1, 7, 33)])
+def test_crops_are_the_reflect_padded_plane(shape):
+    from volseg.training.crops import read_crop
+
+    volume = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    tile, pad = 32, 40
+    padded = np.pad(volume, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
+    for z in range(shape[0]):
+        for y0 in (-9, 0, 3, shape[1] - tile, shape[1] - 5):
+            for x0 in (-1, 0, 7, shape[2] - tile + 4):
+                expected = padded[z, pad + y0 : pad + y0 + tile, pad + x0 : pad + x0 + tile]
+                np.testing.assert_array_equal(read_crop(volume, z, y0, x0, tile), expected)

@@ -1,0 +1,264 @@
+"""Training data: image/label pairs and their split into training and validation slices.
+
+Each training volume is opened with its labels (:func:`open_pairs`); the last
+slices are held out as a validation slab behind a gap, or, with sparse labels,
+the last labelled slices (:func:`sparse_split`). Volumes up to
+:data:`CACHE_BYTES` are cached in memory, larger ones stay in storage and are
+cropped lazily (:mod:`volseg.training.crops`). The phases of a multi-class model
+are checked against the labels here too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import io as vio
+from .. import model as vmodel
+from .settings import check_phases
+
+__all__ = [
+    "CACHE_BYTES",
+    "TrainingPair",
+    "check_phases_present",
+    "open_pairs",
+    "sparse_split",
+    "training_phases",
+]
+
+log = logging.getLogger(__name__)
+
+# Volumes up to this size are read into memory once; larger ones are cropped from storage.
+CACHE_BYTES = 2 << 30
+
+
+@dataclass
+class TrainingPair:
+    """One training volume with its labels and its training/validation slices.
+
+    Examples
+    --------
+    >>> pair = TrainingPair(np.zeros((10, 8, 8)), np.zeros((10, 8, 8)), "a", (0, 6), (8, 10))
+    >>> pair.train_count(), list(pair.validation_planes()), pair.split()
+    (6, [8, 9], {'train_z': [0, 6], 'val_z': [8, 10]})
+    """
+
+    image: Any
+    labels: Any
+    name: str
+    train_z: tuple[int, int]
+    val_z: tuple[int, int]
+    recorded_ni: float | None = None  # Ni value recorded in the labels' attrs
+    recorded_phases: dict | None = None  # all phases recorded there
+    # Sparse labels: the labelled slices used for training / validation (None: the slabs).
+    train_slices: tuple[int, ...] | None = None
+    val_slices: tuple[int, ...] | None = None
+
+    def train_count(self) -> int:
+        """How many slices the training crops come from."""
+        if self.train_slices is not None:
+            return len(self.train_slices)
+        return self.train_z[1] - self.train_z[0]
+
+    def validation_planes(self) -> tuple[int, ...] | range:
+        """The slices the validation tiles come from."""
+        return self.val_slices if self.val_slices is not None else range(*self.val_z)
+
+    def split(self) -> dict:
+        """The split as recorded in the checkpoint."""
+        if self.train_slices is None:
+            return {"train_z": list(self.train_z), "val_z": list(self.val_z)}
+        return {"train_slices": list(self.train_slices), "val_slices": list(self.val_slices)}
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def open_pairs(
+    images, labels, val_fraction: float, val_gap: int, sparse: bool = False
+) -> list[TrainingPair]:
+    """Open each image volume with its labels and split its slices into slabs.
+
+    The last ``val_fraction`` of the slices validate, ``val_gap`` slices before
+    them are left out, the rest train. ``sparse``: labels on a few slices only
+    (:func:`sparse_split` decides), so a volume too thin for the slabs is allowed.
+
+    Examples
+    --------
+    >>> labels = np.zeros((10, 8, 8), np.uint8)
+    >>> [pair] = open_pairs(labels.astype(np.float32), labels, 0.2, 2)
+    >>> pair.train_z, pair.val_z
+    ((0, 6), (8, 10))
+    """
+    images, labels = _as_list(images), _as_list(labels)
+    if len(images) != len(labels):
+        raise ValueError(
+            f"got {len(images)} image volume(s) but {len(labels)} label volume(s); "
+            "give one label volume per image volume."
+        )
+    pairs = []
+    for image_source, label_source in zip(images, labels):
+        image = vio.open_scan(image_source, role="training image")
+        label = vio.open_scan(label_source, role="training labels", allow_bool=True)
+        if image.shape != label.shape:
+            raise ValueError(
+                f"training labels {label.source!r} have shape {label.shape} but image "
+                f"{image.source!r} has shape {image.shape}; give the labels of this image."
+            )
+        depth = image.shape[0]
+        n_val = max(1, int(round(depth * val_fraction))) if val_fraction > 0 else 0
+        gap = min(val_gap, max(0, depth - n_val - 1)) if n_val else 0
+        n_train = depth - n_val - gap
+        if n_train < 1 and not sparse:
+            raise ValueError(
+                f"training image {image.source!r} has only {depth} slices: too few to hold out "
+                f"val_fraction={val_fraction} plus a gap of {val_gap} as a separate slab; give "
+                "more slices, a smaller val_fraction or val_gap, or several volumes."
+            )
+        pairs.append(
+            TrainingPair(
+                _maybe_cached(image.array),
+                _maybe_cached(label.array),
+                image.source,
+                (0, n_train),
+                (depth - n_val, depth),
+                vio.recorded_label(label, "ni"),
+                vio.recorded_phases(label),
+            )
+        )
+    return pairs
+
+
+def sparse_split(
+    pairs: list[TrainingPair],
+    labelled_slices: Any,
+    ignore_label: float | None,
+    val_fraction: float,
+) -> None:
+    """Train and validate on labelled slices only (given, or found by ``ignore_label``).
+
+    The last ``val_fraction`` of each volume's labelled slices (at least one) are held out
+    for validation; a volume with a single labelled slice trains and validates on it.
+
+    Examples
+    --------
+    >>> labels = np.zeros((10, 8, 8), np.uint8)
+    >>> pairs = open_pairs(labels.astype(np.float32), labels, 0.2, 2, sparse=True)
+    >>> sparse_split(pairs, [1, 4, 7, 9], None, 0.2)
+    >>> pairs[0].split()
+    {'train_slices': [1, 4, 7], 'val_slices': [9]}
+    """
+    if labelled_slices is None and ignore_label is None:
+        return
+    if labelled_slices is not None:
+        per_volume = _labelled_per_volume(labelled_slices, len(pairs))
+    else:
+        per_volume = [_slices_with_labels(pair.labels, ignore_label) for pair in pairs]
+        if all(len(found) == pair.image.shape[0] for found, pair in zip(per_volume, pairs)):
+            return  # every slice holds labels: the ordinary slab split
+    for pair, slices in zip(pairs, per_volume):
+        depth = pair.image.shape[0]
+        slices = sorted({int(z) for z in slices})
+        bad = [z for z in slices if not 0 <= z < depth]
+        if bad:
+            raise ValueError(
+                f"labelled_slices {bad} lie outside training image {pair.name!r} "
+                f"({depth} slices, 0..{depth - 1}); give slice indices of that volume."
+            )
+        if not slices:
+            raise ValueError(
+                f"training labels of {pair.name!r} hold no labelled slice (every voxel is "
+                f"ignore_label={ignore_label!r}); label at least one slice."
+            )
+        if len(slices) == 1:
+            log.warning(
+                "only slice %d of %s is labelled: it is used for training and validation",
+                slices[0],
+                pair.name,
+            )
+            pair.train_slices = pair.val_slices = tuple(slices)
+            continue
+        n_val = min(len(slices) - 1, max(1, int(round(len(slices) * val_fraction))))
+        pair.train_slices, pair.val_slices = tuple(slices[:-n_val]), tuple(slices[-n_val:])
+
+
+def _labelled_per_volume(labelled_slices: Any, n_volumes: int) -> list[list[int]]:
+    values = list(labelled_slices)
+    if values and all(isinstance(v, (list, tuple, range, np.ndarray)) for v in values):
+        if len(values) != n_volumes:
+            raise ValueError(
+                f"labelled_slices has {len(values)} lists for {n_volumes} volume(s); give one "
+                "list of slice indices per volume, or one list for all."
+            )
+        return [list(v) for v in values]
+    if not values or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values
+    ):
+        raise ValueError(
+            f"labelled_slices={labelled_slices!r} must be slice indices, e.g. [0, 10, 20] "
+            "(or one such list per volume)."
+        )
+    return [values] * n_volumes
+
+
+def _slices_with_labels(labels: Any, ignore_label: float) -> list[int]:
+    """The z-slices holding at least one voxel that is not ``ignore_label``."""
+    if isinstance(labels, np.ndarray):
+        return np.flatnonzero((labels != ignore_label).any(axis=(1, 2))).tolist()
+    return [
+        z
+        for z in range(labels.shape[0])
+        if bool(np.any(vio.read_region(labels, (z, slice(None), slice(None))) != ignore_label))
+    ]
+
+
+def _maybe_cached(array: Any) -> Any:
+    nbytes = math.prod(array.shape) * np.dtype(array.dtype).itemsize
+    if nbytes <= CACHE_BYTES:
+        return np.asarray(array[...] if not hasattr(array, "compute") else array.compute())
+    return array
+
+
+def training_phases(phases: dict | None, pairs: list[TrainingPair], classes: int) -> dict[str, int]:
+    """The phases of a new multi-class model: given, else recorded in the labels, else default.
+
+    Examples
+    --------
+    >>> labels = np.zeros((10, 8, 8), np.uint8)
+    >>> training_phases(None, open_pairs(labels.astype(np.float32), labels, 0.2, 2), 3)
+    {'pore': 0, 'ysz': 1, 'ni': 2}
+    """
+    if phases is None:
+        phases = pairs[0].recorded_phases or dict(vmodel.DEFAULT_PHASES)
+    return check_phases(phases, classes)
+
+
+def check_phases_present(targets: torch.Tensor, phases: dict[str, int]) -> None:
+    """Ni must occur in the validation tiles (its IoU is scored); other phases should.
+
+    Examples
+    --------
+    >>> phases = {"pore": 0, "ysz": 1, "ni": 2}
+    >>> check_phases_present(torch.tensor([[0, 2]]), phases)
+    >>> check_phases_present(torch.tensor([[0, 1]]), phases)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: the validation slabs hold no Ni (label 2); check the labels' values ...
+    """
+    present = torch.bincount(targets[targets >= 0].flatten(), minlength=len(phases))
+    for (name, value), count in zip(phases.items(), present.tolist()):
+        if count:
+            continue
+        if name == "ni":
+            raise ValueError(
+                f"the validation slabs hold no Ni (label {value}); check the labels' "
+                f"values against phases={phases} (a 0/1 Ni mask is a binary model: "
+                "classes=1), or hold out slices that contain Ni (val_fraction)."
+            )
+        log.warning("the validation slabs hold no %s (label %s)", name, value)
