@@ -14,24 +14,31 @@ import time
 from pathlib import Path
 from typing import Any
 
-import zarr
-
+from . import io as vio
 from . import metrics, report, synth
+from .conventions import PHASES
 from .inference import segment
 from .training import train
 
-__all__ = ["DEMO_SETTINGS", "run_demo"]
+__all__ = ["DEMO_NETWORK", "DEMO_SETTINGS", "run_demo"]
 
 log = logging.getLogger(__name__)
+
+# The demo's own small network, chosen to train in minutes on 2 CPU cores; not the
+# library's defaults (volseg.train: "vgg16", 5 levels, decoder [256, 128, 64, 32, 16]):
+# a ResNet18 encoder, 4 levels, and a decoder a quarter as wide.
+DEMO_NETWORK: dict[str, Any] = {
+    "encoder": "resnet18",
+    "encoder_depth": 4,
+    "decoder_channels": [64, 32, 16, 8],
+}
 
 DEMO_SETTINGS: dict[str, Any] = {
     "train_shape": (24, 256, 256),
     "test_shape": (16, 256, 256),
     "train_seed": 1,
     "test_seed": 2,
-    "encoder": "resnet18",
-    "encoder_depth": 4,
-    "decoder_channels": [64, 32, 16, 8],
+    **DEMO_NETWORK,
     "tile": 128,
     "batch_size": 8,
     "epochs": 12,
@@ -85,45 +92,18 @@ def run_demo(
     >>> 0 <= figures["ni_iou"] <= 1 and 0 <= figures["otsu_ni_iou"] <= 1
     True
     """
-    unknown = set(overrides) - set(DEMO_SETTINGS)
-    if unknown:
-        raise ValueError(
-            f"unknown demo setting(s) {sorted(unknown)}; known: {sorted(DEMO_SETTINGS)}"
-        )
-    settings = {**DEMO_SETTINGS, **overrides}
+    settings = _settings(overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
     started = time.perf_counter()
-    train_zarr, test_zarr = out / "train.zarr", out / "test.zarr"
-    synth.write_anode(
-        train_zarr, settings["train_shape"], seed=settings["train_seed"], overwrite=overwrite
-    )
-    synth.write_anode(
-        test_zarr, settings["test_shape"], seed=settings["test_seed"], overwrite=overwrite
-    )
+    train_zarr, test_zarr = _write_scans(out, settings, overwrite)
     timings["synth_seconds"] = time.perf_counter() - started
 
     started = time.perf_counter()
     model_path = out / "model.pt"
-    trained = train(
-        str(train_zarr / "image"),
-        str(train_zarr / "labels"),
-        model_path,
-        encoder=settings["encoder"],
-        encoder_depth=settings["encoder_depth"],
-        decoder_channels=settings["decoder_channels"],
-        tile=settings["tile"],
-        batch_size=settings["batch_size"],
-        epochs=settings["epochs"],
-        steps_per_epoch=settings["steps_per_epoch"],
-        patience=settings["patience"],
-        lr=settings["lr"],
-        device=device,
-        progress=progress,
-        overwrite=overwrite,
-    )
+    trained = _train_model(train_zarr, model_path, settings, device, progress, overwrite)
     timings["train_seconds"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -140,18 +120,7 @@ def run_demo(
     stats_csv = out / "test_ni_stats.csv"
     result.stats.to_csv(stats_csv, index=False)
 
-    image = zarr.open(str(test_zarr / "image"), mode="r")
-    labels = zarr.open(str(test_zarr / "labels"), mode="r")
-    baseline = metrics.threshold_baseline(image, labels, ni_label=synth.PHASES["ni"])
-    middle = image.shape[0] // 2
-    figure = report.slice_figure(
-        image[middle],
-        result.mask[middle],
-        out / "demo.png",
-        truth=labels[middle] == synth.PHASES["ni"],
-        title=f"held-out slice z={middle}: Ni IoU {result.summary['ni_iou']:.3f} "
-        f"(multi-Otsu {baseline['ni_iou']:.3f})",
-    )
+    baseline, figure = _baseline_and_figure(test_zarr, result, out / "demo.png")
     figures = {
         "ni_iou": result.summary["ni_iou"],
         "ni_dice": result.summary["ni_dice"],
@@ -173,3 +142,70 @@ def run_demo(
     }
     (out / "demo.json").write_text(json.dumps(figures, indent=2))
     return figures
+
+
+def _settings(overrides: dict[str, Any]) -> dict[str, Any]:
+    """:data:`DEMO_SETTINGS` with ``overrides``; unknown keys are refused."""
+    unknown = set(overrides) - set(DEMO_SETTINGS)
+    if unknown:
+        raise ValueError(
+            f"unknown demo setting(s) {sorted(unknown)}; known: {sorted(DEMO_SETTINGS)}"
+        )
+    return {**DEMO_SETTINGS, **overrides}
+
+
+def _write_scans(out: Path, settings: dict[str, Any], overwrite: bool) -> tuple[Path, Path]:
+    """Step 1: the synthetic training and held-out scans, ``train.zarr`` and ``test.zarr``."""
+    train_zarr, test_zarr = out / "train.zarr", out / "test.zarr"
+    synth.write_anode(
+        train_zarr, settings["train_shape"], seed=settings["train_seed"], overwrite=overwrite
+    )
+    synth.write_anode(
+        test_zarr, settings["test_shape"], seed=settings["test_seed"], overwrite=overwrite
+    )
+    return train_zarr, test_zarr
+
+
+def _train_model(
+    train_zarr: Path,
+    model_path: Path,
+    settings: dict[str, Any],
+    device: str,
+    progress: bool,
+    overwrite: bool,
+) -> Any:
+    """Step 2: train the demo's network on the training scan; the best epoch is kept."""
+    return train(
+        str(train_zarr / "image"),
+        str(train_zarr / "labels"),
+        model_path,
+        encoder=settings["encoder"],
+        encoder_depth=settings["encoder_depth"],
+        decoder_channels=settings["decoder_channels"],
+        tile=settings["tile"],
+        batch_size=settings["batch_size"],
+        epochs=settings["epochs"],
+        steps_per_epoch=settings["steps_per_epoch"],
+        patience=settings["patience"],
+        lr=settings["lr"],
+        device=device,
+        progress=progress,
+        overwrite=overwrite,
+    )
+
+
+def _baseline_and_figure(test_zarr: Path, result: Any, figure_path: Path) -> tuple[dict, Any]:
+    """Steps 4-5: the multi-Otsu baseline on the held-out scan and its middle-slice figure."""
+    image = vio.open_scan(str(test_zarr / "image"), role="scan").array
+    labels = vio.open_scan(str(test_zarr / "labels"), role="labels").array
+    baseline = metrics.threshold_baseline(image, labels, ni_label=PHASES["ni"])
+    middle = image.shape[0] // 2
+    figure = report.slice_figure(
+        image[middle],
+        result.mask[middle],
+        figure_path,
+        truth=labels[middle] == PHASES["ni"],
+        title=f"held-out slice z={middle}: Ni IoU {result.summary['ni_iou']:.3f} "
+        f"(multi-Otsu {baseline['ni_iou']:.3f})",
+    )
+    return baseline, figure

@@ -19,6 +19,7 @@ import pandas as pd
 
 from . import io as vio
 from . import metrics, store
+from .conventions import as_dask_array, jsonable
 from .inference import chunk_rows, output_phases
 
 __all__ = ["Evaluation", "BASELINES", "evaluate"]
@@ -132,13 +133,6 @@ def slice_counts(
     return metrics.scores_table(table)
 
 
-def _as_dask(volume: vio.Scan, chunks) -> da.Array:
-    array = volume.array
-    if isinstance(array, da.Array):
-        return array.rechunk(chunks)
-    return da.from_array(array, chunks=chunks)
-
-
 def evaluate(
     mask: Any,
     truth: Any,
@@ -196,6 +190,71 @@ def evaluate(
     """
     if baseline not in BASELINES:
         raise ValueError(f"baseline={baseline!r} is not known; use one of {', '.join(BASELINES)}.")
+    volumes = _open_volumes(mask, truth, ni_label, scan, phases, write, allow_incomplete)
+    output, done, phases = volumes.output, volumes.done, volumes.phases
+    ni_label = volumes.ni_label
+
+    chunks = output.chunks if output is not None else volumes.mask.chunks
+    prediction, actual, valid = _binary_volumes(volumes, chunks)
+    per_chunk = chunk_counts(prediction, actual)
+    if done is not None:
+        per_chunk[~done] = 0
+    slices = slice_counts(prediction, actual, valid)
+
+    table = _chunk_table(volumes.mask.shape, chunks, per_chunk, done)
+    sums = {k: int(per_chunk[..., i].sum()) for i, k in enumerate(_KEYS)}
+    summary: dict[str, Any] = {**sums, **metrics.pooled_scores(**sums), "ni_label": ni_label}
+    if done is not None:
+        summary["chunks_missing"] = int(done.size - np.count_nonzero(done))
+    confusion = _phase_confusion(volumes, chunks)
+    if confusion is not None:
+        names = list(phases)
+        kept = done.ravel() if done is not None else slice(None)
+        for column, values in metrics.phase_columns(confusion, names).items():
+            table[column] = np.asarray(values)[kept]
+        summary.update(metrics.pooled_phase_scores(confusion, names))
+
+    if baseline != "none":
+        summary["baseline"] = _baseline_scores(baseline, volumes)
+
+    if output is not None and write:
+        output.write_counts(per_chunk, _KEYS)
+        if confusion is not None:
+            output.write_vector("confusion", confusion)
+        output.update_attrs(
+            evaluation={"truth": volumes.truth.source, **jsonable(summary)},
+        )
+    if csv is not None:
+        csv = Path(csv)
+        table.to_csv(csv, index=False)
+        slices.to_csv(csv.with_name(csv.stem + "_slices.csv"), index=False)
+    return Evaluation(summary=summary, chunks=table, slices=slices)
+
+
+@dataclass
+class _Volumes:
+    """What :func:`evaluate` scores: the opened mask, labels, truth and scan."""
+
+    output: vio.OutputGroup | None  # the volseg output group, when the mask is one
+    done: np.ndarray | None  # its done chunks, when some are missing
+    mask: vio.Scan
+    labels: vio.Scan | None  # the label prediction, scored per phase
+    truth: vio.Scan
+    ni_label: float
+    phases: dict[str, int] | None
+    scan: Any  # the grey-value scan for the baseline (given, or recorded in the output)
+
+
+def _open_volumes(
+    mask: Any,
+    truth: Any,
+    ni_label: float | None,
+    scan: Any,
+    phases: dict[str, int] | None,
+    write: bool,
+    allow_incomplete: bool,
+) -> _Volumes:
+    """Open the mask (an output group or a volume), its labels and the truth; check phases."""
     output = _output_or_none(mask, mode="r+" if write else "r")
     labels_volume = None
     done = None
@@ -225,90 +284,79 @@ def evaluate(
     truth_volume, ni_label = vio.open_truth(
         truth, mask_volume, ni_label, what="mask", default=(phases or {}).get("ni")
     )
+    return _Volumes(output, done, mask_volume, labels_volume, truth_volume, ni_label, phases, scan)
 
-    chunks = output.chunks if output is not None else mask_volume.chunks
-    if labels_volume is not None and output is None:
-        prediction = _as_dask(labels_volume, chunks) == phases["ni"]
+
+def _binary_volumes(volumes: _Volumes, chunks) -> tuple[da.Array, da.Array, da.Array | None]:
+    """Predicted and true Ni on ``chunks``, False outside the done chunks; those chunks."""
+    if volumes.labels is not None and volumes.output is None:
+        prediction = as_dask_array(volumes.labels.array, chunks) == volumes.phases["ni"]
     else:
-        prediction = _as_dask(mask_volume, chunks) != 0
-    actual = _as_dask(truth_volume, chunks) == ni_label
+        prediction = as_dask_array(volumes.mask.array, chunks) != 0
+    actual = as_dask_array(volumes.truth.array, chunks) == volumes.ni_label
     valid = None
-    if done is not None:
+    if volumes.done is not None:
         # Chunks that are not done are left out (not scored as background).
-        valid = prediction.map_blocks(_done_block, done=done, dtype=bool)
+        valid = prediction.map_blocks(_done_block, done=volumes.done, dtype=bool)
         prediction, actual = prediction & valid, actual & valid
-    per_chunk = chunk_counts(prediction, actual)
-    if done is not None:
-        per_chunk[~done] = 0
-    slices = slice_counts(prediction, actual, valid)
+    return prediction, actual, valid
 
+
+def _chunk_table(shape, chunks, per_chunk: np.ndarray, done: np.ndarray | None) -> pd.DataFrame:
+    """One row per (done) chunk: its bounds, counts, ``iou`` and ``dice``."""
     rows = []
-    for index, row in chunk_rows(mask_volume.shape, chunks):
+    for index, row in chunk_rows(shape, chunks):
         if done is not None and not done[index]:
             continue
         row.update(dict(zip(_KEYS, per_chunk[index].tolist())))
         rows.append(row)
-    table = metrics.scores_table(pd.DataFrame(rows))
-    sums = {k: int(per_chunk[..., i].sum()) for i, k in enumerate(_KEYS)}
-    summary: dict[str, Any] = {**sums, **metrics.pooled_scores(**sums), "ni_label": ni_label}
-    if done is not None:
-        summary["chunks_missing"] = int(done.size - np.count_nonzero(done))
-    confusion = None
-    matched = None
-    if labels_volume is not None:
-        matched = vio.truth_phases(truth_volume, phases, ni_label)
-        if matched is None:
-            log.warning(
-                "truth %s holds no separate value per phase (%s); scoring Ni only",
-                truth_volume.source,
-                phases,
-            )
-    if matched is not None:
-        names = list(phases)
-        truth_values = list(matched.values())
-        confusion = chunk_confusion(
-            _as_dask(labels_volume, chunks),
-            _as_dask(truth_volume, chunks),
-            list(phases.values()),
-            truth_values,
-        )
-        if done is not None:
-            confusion[~done] = 0
-        kept = done.ravel() if done is not None else slice(None)
-        for column, values in metrics.phase_columns(confusion, names).items():
-            table[column] = np.asarray(values)[kept]
-        summary.update(metrics.pooled_phase_scores(confusion, names))
+    return metrics.scores_table(pd.DataFrame(rows))
 
-    if baseline != "none":
-        if scan is None:
-            raise ValueError(
-                f"baseline={baseline!r} needs the scan: pass scan= (--scan), or baseline='none'."
-            )
-        scan_volume = vio.open_scan(scan, role="scan")
-        if scan_volume.shape != mask_volume.shape:
-            raise ValueError(
-                f"scan {scan_volume.source!r} has shape {scan_volume.shape} but the mask has "
-                f"shape {mask_volume.shape}."
-            )
-        summary["baseline"] = {
-            "method": baseline,
-            **metrics.threshold_baseline(
-                scan_volume.array, truth_volume.array, ni_label=ni_label, method=baseline
-            ),
-        }
 
-    if output is not None and write:
-        output.write_counts(per_chunk, _KEYS)
-        if confusion is not None:
-            output.write_vector("confusion", confusion)
-        output.update_attrs(
-            evaluation={"truth": truth_volume.source, **_jsonable(summary)},
+def _phase_confusion(volumes: _Volumes, chunks) -> np.ndarray | None:
+    """Per-chunk confusion matrices of a label prediction, zero outside the done chunks.
+
+    None without labels, or when the truth holds no separate value per phase (logged).
+    """
+    if volumes.labels is None:
+        return None
+    matched = vio.truth_phases(volumes.truth, volumes.phases, volumes.ni_label)
+    if matched is None:
+        log.warning(
+            "truth %s holds no separate value per phase (%s); scoring Ni only",
+            volumes.truth.source,
+            volumes.phases,
         )
-    if csv is not None:
-        csv = Path(csv)
-        table.to_csv(csv, index=False)
-        slices.to_csv(csv.with_name(csv.stem + "_slices.csv"), index=False)
-    return Evaluation(summary=summary, chunks=table, slices=slices)
+        return None
+    confusion = chunk_confusion(
+        as_dask_array(volumes.labels.array, chunks),
+        as_dask_array(volumes.truth.array, chunks),
+        list(volumes.phases.values()),
+        list(matched.values()),
+    )
+    if volumes.done is not None:
+        confusion[~volumes.done] = 0
+    return confusion
+
+
+def _baseline_scores(baseline: str, volumes: _Volumes) -> dict[str, Any]:
+    """The global-threshold ``baseline`` on the scan: its method, threshold and scores."""
+    if volumes.scan is None:
+        raise ValueError(
+            f"baseline={baseline!r} needs the scan: pass scan= (--scan), or baseline='none'."
+        )
+    scan_volume = vio.open_scan(volumes.scan, role="scan")
+    if scan_volume.shape != volumes.mask.shape:
+        raise ValueError(
+            f"scan {scan_volume.source!r} has shape {scan_volume.shape} but the mask has "
+            f"shape {volumes.mask.shape}."
+        )
+    return {
+        "method": baseline,
+        **metrics.threshold_baseline(
+            scan_volume.array, volumes.truth.array, ni_label=volumes.ni_label, method=baseline
+        ),
+    }
 
 
 def _done_block(block: np.ndarray, done: np.ndarray, block_id=None) -> np.ndarray:
@@ -323,13 +371,3 @@ def _output_or_none(mask: Any, mode: str) -> vio.OutputGroup | None:
         return vio.open_output(mask, mode=mode)
     except (FileNotFoundError, ValueError):
         return None
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

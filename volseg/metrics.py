@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .conventions import as_dask_array
+
 __all__ = [
     "confusion_counts",
     "class_index",
@@ -28,17 +30,6 @@ __all__ = [
     "threshold_baseline",
     "two_class_mean_iou",
 ]
-
-
-def _as_dask(array: Any):
-    import dask.array as da
-
-    if isinstance(array, da.Array):
-        return array
-    chunks = getattr(array, "chunks", None)
-    if isinstance(array, np.ndarray) or chunks is None:
-        return da.from_array(np.asarray(array))
-    return da.from_array(array, chunks=chunks)
 
 
 def confusion_counts(prediction: np.ndarray, truth: np.ndarray) -> dict[str, int]:
@@ -326,7 +317,7 @@ def threshold_baseline(
 
     if method not in ("multiotsu", "otsu"):
         raise ValueError(f"method={method!r} is not known; use 'multiotsu' or 'otsu'.")
-    image, truth = _as_dask(image), _as_dask(truth)
+    image, truth = as_dask_array(image), as_dask_array(truth)
     if image.shape != truth.shape:
         raise ValueError(f"image {image.shape} and truth {truth.shape} differ in shape.")
     sample = np.asarray(image[::sample_step]).astype(np.float64)

@@ -25,6 +25,7 @@ import dask.array as da
 import numpy as np
 from scipy import ndimage, special
 
+from . import io as vio
 from .conventions import PHASES
 
 __all__ = ["PHASES", "PRESETS", "AnodeParameters", "anode", "write_anode"]
@@ -298,8 +299,6 @@ def write_anode(
     >>> group["image"].dtype.name, sorted(np.unique(group["labels"][...]).tolist())
     ('uint16', [0, 1, 2])
     """
-    from . import io as vio
-
     vio.validate_chunks(chunks, shape)
     image, labels = anode(shape, seed, as_dask=True, preset=preset, **parameters)
     attrs = {
