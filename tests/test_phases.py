@@ -74,8 +74,9 @@ def test_tta_makes_any_predictor_equivariant_to_flips_and_turns():
 
     tta = tiling.FlipRotateTTA(lopsided)
     for k, flip in tiling.DIHEDRAL:
-        turned = np.ascontiguousarray(tiling._transform(tiles, k, flip))
-        np.testing.assert_allclose(tta(turned), tiling._transform(tta(tiles), k, flip), atol=1e-6)
+        turned = np.ascontiguousarray(tiling.dihedral_transform(tiles, k, flip))
+        expected = tiling.dihedral_transform(tta(tiles), k, flip)
+        np.testing.assert_allclose(tta(turned), expected, atol=1e-6)
     assert not np.allclose(tta(tiles), lopsided(tiles))
     # An equivariant predictor is unchanged.
     np.testing.assert_allclose(tiling.FlipRotateTTA(np.sqrt)(tiles), np.sqrt(tiles), atol=1e-6)

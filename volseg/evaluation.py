@@ -20,7 +20,7 @@ import pandas as pd
 from . import io as vio
 from . import metrics, store
 from .conventions import as_dask_array, jsonable
-from .inference import chunk_rows, output_phases
+from .io.results import chunk_rows, output_phases
 
 __all__ = ["Evaluation", "BASELINES", "evaluate"]
 

@@ -60,9 +60,6 @@ _LAZY: dict[str, str] = {
     "FlipRotateTTA": "tta",
     "dihedral_inverse": "tta",
     "dihedral_transform": "tta",
-    # compatibility: tests/test_phases.py calls tiling._transform (now dihedral_transform)
-    "_transform": "tta",
 }
 
 __getattr__, __dir__, __all__ = attach(__name__, _LAZY)
-__all__ = [name for name in __all__ if not name.startswith("_")]

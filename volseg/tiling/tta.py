@@ -52,10 +52,6 @@ def dihedral_inverse(batch: np.ndarray, k: int, flip: bool) -> np.ndarray:
     return batch[..., ::-1] if flip else batch
 
 
-# Compatibility name for tests/test_phases.py (``tiling._transform``); to be rewired.
-_transform = dihedral_transform
-
-
 class FlipRotateTTA:
     """Test-time augmentation: average a predictor over the 8 flips and quarter turns.
 

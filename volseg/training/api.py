@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from .. import model as vmodel
-from ..backends import resolve_precision
+from ..model.precision import resolve_precision
 from .crops import Crops
 from .data import check_phases_present, open_pairs, sparse_split, training_phases
 from .loop import TrainingRun, fit
@@ -158,7 +158,7 @@ def train(
     precision : {"fp32", "auto", "bf16", "fp16"}
         Autocast dtype of the training forward passes (weights, optimiser and loss stay
         float32; fp16 on CUDA with loss scaling); ``"auto"`` as in
-        :func:`volseg.backends.resolve_precision`. Validation runs in float32.
+        :func:`volseg.model.precision.resolve_precision`. Validation runs in float32.
     context : int
         Through-plane context (2.5D): each crop is given with its ``context``
         neighbouring slices on either side as extra input channels (mirrored at the
