@@ -84,15 +84,14 @@ def make_report(
     measures : bool
         Add the microstructure table (:func:`volseg.measure`, or
         :func:`volseg.measure_phases` with the TPB density for a three-phase output),
-        computed chunk by chunk.
+        computed chunk by chunk; with saved probabilities every number gets
+        an error bar (:func:`volseg.uncertainty.measure_with_errors`), and a
+        three-phase output its active TPB (:data:`volseg.tpb.DEFAULT_FACES`).
     overwrite : bool
         Replace an existing HTML file (refused by default).
     allow_incomplete : bool
         Report on an output whose run has not finished (refused by default): only its
         done chunks count, and the page says how many are missing.
-        computed chunk by chunk; with saved probabilities every number gets
-        an error bar (:func:`volseg.uncertainty.measure_with_errors`), and a
-        three-phase output its active TPB (:data:`volseg.tpb.DEFAULT_FACES`).
     rev : bool
         Add the representative-volume figure (:func:`volseg.rev.rev_curve`).
     tortuosity : bool or tuple of {"z", "y", "x"}
