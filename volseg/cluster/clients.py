@@ -11,115 +11,23 @@ The only module that creates clusters. Three ways in:
   sbatch allocation, see ``examples/hpc/``).
 
 What the workers compute is decided by :func:`volseg.segment`; where they run is
-decided here.
+decided here. What each worker process gets (threads, environment, GPU) is in
+:mod:`volseg.cluster.workers`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from typing import Any
 
-import dask
-from distributed import WorkerPlugin
+from volseg.conventions import usable_cores
 
-__all__ = ["PinGPU", "connect", "gpu_count", "local", "slurm", "worker_environment"]
+from .workers import DASK_TRIM_CONFIG, PinGPU, gpu_count, thread_env, worker_environment
+
+__all__ = ["connect", "local", "slurm"]
 
 log = logging.getLogger(__name__)
-
-
-def gpu_count() -> int:
-    """Number of CUDA devices visible to this process (0 without torch CUDA).
-
-    Returns
-    -------
-    int
-        ``torch.cuda.device_count()`` when CUDA works, else 0 (a missing or broken
-        CUDA install counts as no GPU).
-
-    Examples
-    --------
-    >>> import torch
-    >>> gpu_count() == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
-    True
-    """
-    try:
-        import torch
-
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:  # a broken CUDA install counts as no GPU
-        return 0
-
-
-def _usable_cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
-# dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in every worker. Any fixed value turns
-# off glibc's dynamic mmap threshold, so every tile-sized buffer is mmapped, zeroed and
-# unmapped again: segment tasks ran 1.7x slower. volseg's workers keep glibc's default.
-DASK_TRIM_CONFIG = "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_"
-
-
-def _thread_env(threads: int) -> dict[str, str]:
-    """Environment that caps torch/BLAS threads in a worker process."""
-    value = str(max(1, threads))
-    return {
-        "OMP_NUM_THREADS": value,
-        "MKL_NUM_THREADS": value,
-        "OPENBLAS_NUM_THREADS": value,
-        "MALLOC_TRIM_THRESHOLD_": None,  # None: not set at all (see DASK_TRIM_CONFIG)
-    }
-
-
-@contextlib.contextmanager
-def worker_environment(values: dict[str, str | None]):
-    """Set environment variables for worker processes started inside the ``with`` block.
-
-    Workers must get them before they start: torch reads its thread count at import,
-    glibc its malloc settings at process start. distributed sets
-    ``distributed.nanny.pre-spawn-environ`` in the spawning process and lets
-    variables already in ``os.environ`` win, so both are set for the duration of the
-    cluster start and restored afterwards.
-
-    Parameters
-    ----------
-    values : dict of str to str or None
-        Variable -> value; None removes the variable.
-
-    Examples
-    --------
-    >>> import os, dask
-    >>> before = os.environ.get("OMP_NUM_THREADS")
-    >>> with worker_environment({"OMP_NUM_THREADS": "2", "MALLOC_TRIM_THRESHOLD_": None}):
-    ...     spawn = dask.config.get("distributed.nanny.pre-spawn-environ")
-    ...     os.environ["OMP_NUM_THREADS"], spawn["OMP_NUM_THREADS"]
-    ...     "MALLOC_TRIM_THRESHOLD_" in os.environ
-    ('2', '2')
-    False
-    >>> os.environ.get("OMP_NUM_THREADS") == before
-    True
-    """
-    saved = {key: os.environ.get(key) for key in values}
-    for key, value in values.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    try:
-        with dask.config.set(
-            {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in values.items()}
-        ):
-            yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def local(
@@ -173,7 +81,7 @@ def local(
             )
     from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
 
-    cores = _usable_cores()
+    cores = usable_cores()
     visible = gpu_count()
     use = visible if gpus == "auto" else min(int(gpus), visible)
     if gpus not in ("auto", 0) and int(gpus) > visible:
@@ -197,13 +105,13 @@ def local(
             for index in range(use)
         }
         scheduler = {"cls": Scheduler, "options": {"dashboard_address": dashboard_address}}
-        with worker_environment(_thread_env(torch_threads)):
+        with worker_environment(thread_env(torch_threads)):
             cluster = SpecCluster(workers=workers, scheduler=scheduler, **kwargs)
         log.info("local cluster: %d GPU workers", use)
     else:
         n_workers = n_workers or cores
         torch_threads = max(1, cores // (n_workers * max(1, threads_per_worker)))
-        with worker_environment(_thread_env(torch_threads)):
+        with worker_environment(thread_env(torch_threads)):
             cluster = LocalCluster(
                 n_workers=n_workers,
                 threads_per_worker=threads_per_worker,
@@ -316,7 +224,7 @@ def slurm(
         directives.append(f"--gres=gpu:{gpus_per_job}")
         worker_args += ["--resources", f"GPU={dask_threads}"]
     prologue = [
-        f"export {k}={v}" if v is not None else f"unset {k}" for k, v in _thread_env(1).items()
+        f"export {k}={v}" if v is not None else f"unset {k}" for k, v in thread_env(1).items()
     ]
     prologue.append(f"export {DASK_TRIM_CONFIG}=None")
     prologue += list(job_script_prologue or [])
@@ -386,37 +294,3 @@ def connect(address: str, timeout: float = 30):
             f"could not reach the dask scheduler at {address!r} ({exc}); check that it runs and "
             "that the address and port are right."
         ) from exc
-
-
-class PinGPU(WorkerPlugin):
-    """Worker plugin: pin each worker process of a multi-GPU job to one device.
-
-    dask-jobqueue starts ``processes`` workers per job, named ``<job>-<i>``; the
-    plugin sets ``CUDA_VISIBLE_DEVICES`` to the ``i``-th GPU of the job before
-    any task initialises CUDA, so ``cuda`` in that process means its own GPU.
-    :func:`slurm` registers it on jobs with GPUs.
-
-    Examples
-    --------
-    The third worker process (index 2) of a job with GPUs 4 to 7:
-
-    >>> import os
-    >>> from types import SimpleNamespace
-    >>> with worker_environment({"CUDA_VISIBLE_DEVICES": "4,5,6,7"}):
-    ...     PinGPU().setup(SimpleNamespace(name="SLURMCluster-3-2"))
-    ...     os.environ["CUDA_VISIBLE_DEVICES"]
-    '6'
-    """
-
-    name = "volseg-pin-gpu"
-
-    def setup(self, worker) -> None:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        devices = [d for d in visible.split(",") if d.strip()] if visible else []
-        if not devices:
-            return
-        try:
-            index = int(str(worker.name).rsplit("-", 1)[-1])
-        except ValueError:
-            index = 0
-        os.environ["CUDA_VISIBLE_DEVICES"] = devices[index % len(devices)]
