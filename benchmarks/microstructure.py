@@ -9,7 +9,7 @@ Three parts, each printing into one JSON object on stdout (progress on stderr):
     segments a held-out :mod:`volseg.synth` scan with ``axes="z"`` and
     ``axes="zyx"``. Its predicted labels are measured with
     :func:`volseg.measure_phases` at ``min_size`` 0, 10, 50 and 200 voxels
-    (:func:`volseg.cleanup.remove_small_components`) and compared with the TPB
+    (:func:`volseg.microstructure.cleanup.remove_small_components`) and compared with the TPB
     density of the true labels: ``tpb_error`` = predicted / true - 1, with the
     YSZ component counts and the Ni IoU. These are model predictions on
     ``volseg.synth`` as it is in this branch (with its partial-volume blur), not

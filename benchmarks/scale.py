@@ -11,7 +11,7 @@ benchmark measures the output *store*, not the network, so no model runs:
    resume after a killed client: (a) the table lags 1,024 records behind (the client
    writes it every 10 s), (b) the worst case, the table was never written.
 2. **Files and folders per block**, counted on disk after every block wrote its mask and
-   record through :meth:`volseg.store.OutputGroup.write_block` on a 4 x 32 x 32 grid,
+   record through :meth:`volseg.io.output.OutputGroup.write_block` on a 4 x 32 x 32 grid,
    for layout 2, layout 2 with ``shards`` (the block is the shard, 4 chunks inside), and
    layout 1 (volseg 0.1: one ``stats/<field>`` array per statistic). The same grid
    times reading the complete stats with layout 1 against layout 2 (one run, ratio).

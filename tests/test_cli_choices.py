@@ -1,4 +1,5 @@
-"""The choice lists the CLI copies (so that ``volseg --help`` stays light) match their owners."""
+"""The choice lists the CLI copies (their owners load dask: ``volseg --help`` stays light)
+match their owners; the others are imported from their owners."""
 
 from __future__ import annotations
 
@@ -11,15 +12,6 @@ from volseg.cli import build_parser
 
 # (command, option, the library constant it copies)
 COPIES = [
-    ("segment", "--precision", "volseg.backends.PRECISIONS"),
-    ("train", "--precision", "volseg.backends.PRECISIONS"),
-    ("segment", "--backend", "volseg.backends.BACKENDS"),
-    ("segment", "--blend", "volseg.tiling.BLEND_MODES"),
-    ("segment", "--pad", "volseg.tiling.PAD_MODES"),
-    ("segment", "--save-prob", "volseg.inference.PROB_DTYPES"),
-    ("segment", "--axes", "volseg.inference.AXES_CHOICES"),
-    ("segment", "--refine", "volseg.inference.REFINE_CHOICES"),
-    ("train", "--loss", "volseg.training.LOSSES"),
     ("evaluate", "--baseline", "volseg.evaluation.BASELINES"),
     ("report", "--tortuosity", "volseg.microstructure.AXES"),
     ("measure", "--tortuosity", "volseg.microstructure.AXES"),
@@ -43,7 +35,6 @@ def _constant(path: str):
 def test_copied_choices_match_the_library(command, flag, owner):
     # None (refine) and True (save_prob) are the library's "off"/"default" values, not choices
     owned = [value for value in _constant(owner) if value is not None and value is not True]
-    # the loss choices are listed in the order of the help text, not of LOSSES
     assert sorted(_option(command, flag).choices) == sorted(owned)
 
 

@@ -599,7 +599,6 @@ def _lease(out, pid, host=None, age=0.0):
     import socket
     import time
 
-
     now = time.time()
     record = {
         "host": host or socket.gethostname(),
@@ -614,7 +613,6 @@ def _lease(out, pid, host=None, age=0.0):
 def test_a_second_run_on_a_live_output_is_refused(world, tmp_path, capsys):
     import subprocess
     import sys
-
 
     root, model = world
     out = tmp_path / "o.zarr"
@@ -656,7 +654,6 @@ def test_a_lease_without_heartbeat_is_taken_over(world, tmp_path, capsys):
 def test_a_run_holds_its_lease_and_lets_it_go_on_failure(world, tmp_path, monkeypatch):
     import json
     import os
-
 
     root, model = world
     out = tmp_path / "o.zarr"

@@ -237,3 +237,28 @@ def test_nothing_imports_the_cli():
 
 def test_no_import_circles():
     assert _cycles(_graph()) == []
+
+
+@pytest.mark.parametrize(
+    ("function", "settings"),
+    [
+        ("volseg.inference.api.segment", "volseg.inference.settings.SegmentSettings"),
+        ("volseg.training.api.train", "volseg.training.settings.TrainSettings"),
+    ],
+)
+def test_api_defaults_are_the_settings_defaults(function, settings):
+    """The functions' signatures show the defaults users read; the settings own them."""
+    import dataclasses
+    import importlib
+    import inspect
+
+    def load(path):
+        module, _, name = path.rpartition(".")
+        return getattr(importlib.import_module(module), name)
+
+    defaults = {f.name: f.default for f in dataclasses.fields(load(settings))}
+    parameters = inspect.signature(load(function)).parameters
+    shared = [name for name in parameters if name in defaults]
+    assert len(shared) >= 15
+    for name in shared:
+        assert parameters[name].default == defaults[name], name

@@ -17,7 +17,7 @@ from typing import Any
 from . import io as vio
 from . import metrics, report, synth
 from .conventions import PHASES
-from .inference import segment
+from .inference.api import segment
 from .training import train
 
 __all__ = ["DEMO_NETWORK", "DEMO_SETTINGS", "run_demo"]

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from . import io as vio
-from . import metrics, store
+from . import metrics
 from .conventions import as_dask_array, jsonable
 from .io.results import chunk_rows, output_phases
 
@@ -259,7 +259,7 @@ def _open_volumes(
     labels_volume = None
     done = None
     if output is not None:
-        state = store.check_complete(output, allow_incomplete)
+        state = vio.check_complete(output, allow_incomplete)
         done = None if state.missing == 0 else state.done
         mask_volume = vio.open_scan(output.mask, role="mask")
         if scan is None:

@@ -123,7 +123,7 @@ def _faces(values: list[str] | None) -> dict | None:
     """--faces PHASE=FACE[,FACE] ... as {phase: [faces]}; no value: the defaults."""
     if values is None:
         return None
-    from volseg.tpb import DEFAULT_FACES
+    from volseg.microstructure.tpb import DEFAULT_FACES
 
     if not values:
         return dict(DEFAULT_FACES)
@@ -140,7 +140,8 @@ def _run_measure(args: argparse.Namespace) -> int:
     import json
 
     from volseg.microstructure import measure, measure_phases
-    from volseg.uncertainty import format_row, measure_with_errors, summary_rows
+    from volseg.microstructure.summary import format_row, summary_rows
+    from volseg.microstructure.uncertainty import measure_with_errors
 
     voxel_size = tuple(args.voxel_size) if args.voxel_size else None
     options = {

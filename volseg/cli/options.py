@@ -4,10 +4,11 @@ Argument types turn one command-line word into a value (or an argparse error tha
 names the fix); the ``add_*`` helpers add an option that several commands share,
 so that its spelling and help read the same everywhere.
 
-Choice lists (and the demo's default epochs) that the library owns as constants are
-copied into the parser, not imported: their modules load numpy, dask or torch, and
-``volseg --help`` would wait for them. tests/test_cli_choices.py checks every copy
-against its owner.
+Defaults and choices are taken from their owners where these load numpy at most
+(the settings of segment and train, tiling, precisions and backends). The few choice
+lists whose owners load dask or torch (evaluation baselines, microstructure axes and
+connectivities, synth presets, the demo's epochs) are copied, so that ``volseg --help``
+stays light; tests/test_cli_choices.py checks every copy against its owner.
 
 >>> import argparse
 >>> p = argparse.ArgumentParser()
@@ -21,6 +22,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from typing import Any
+
+from volseg.model.precision import PRECISIONS
 
 __all__ = [
     "PRECISION_CHOICES",
@@ -37,8 +40,7 @@ __all__ = [
     "tile_size",
 ]
 
-# = volseg.backends.PRECISIONS, copied (see above)
-PRECISION_CHOICES = ["auto", "fp32", "bf16", "fp16"]
+PRECISION_CHOICES = list(PRECISIONS)
 
 
 def label_number(text: str) -> float:
@@ -106,7 +108,7 @@ def min_size(text: str) -> int | str:
     >>> min_size("20"), min_size("0.5um3")
     (20, '0.5um3')
     """
-    from volseg.cleanup import check_min_size
+    from volseg.microstructure.min_size import check_min_size
 
     value = int(text) if text.strip().isdigit() else text
     try:
@@ -157,7 +159,7 @@ def new_file(path: str | None, overwrite: bool, what: str) -> None:
     >>> new_file(None, overwrite=False, what="CSV file")  # no file asked for: nothing to check
     """
     if path:
-        from volseg.guards import check_new_file
+        from volseg.io.paths import check_new_file
 
         check_new_file(path, overwrite=overwrite, what=what)
 

@@ -46,7 +46,7 @@ def add_stats(sub: argparse._SubParsersAction) -> None:
 def _run_stats(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from volseg.inference import open_result
+    from volseg.io.results import open_result
 
     new_file(args.csv, args.overwrite, "CSV file")
     result = open_result(args.out, allow_incomplete=args.allow_incomplete)

@@ -1,6 +1,8 @@
 """``volseg segment``: its options, the cluster it runs on, and the call of :func:`volseg.segment`.
 
-The library (torch, dask, the cluster) is imported only when the command runs.
+Defaults and choices come from their owners (:class:`volseg.inference.settings.SegmentSettings`,
+the tiling, precision and backend constants), which load numpy at most; the library
+(torch, dask, the cluster) is imported only when the command runs.
 
 >>> import argparse
 >>> sub = argparse.ArgumentParser(prog="volseg").add_subparsers(dest="command")
@@ -14,10 +16,17 @@ from __future__ import annotations
 
 import argparse
 
+from volseg.inference.settings import AXES_CHOICES, PROB_DTYPES, REFINE_CHOICES, SegmentSettings
+from volseg.model.backend import BACKENDS
+from volseg.tiling.blend import BLEND_MODES
+from volseg.tiling.read import PAD_MODES
+
 from .options import add_precision, add_zyx, label_value, min_size, new_file, tile_size
 from .summary import print_summary
 
 __all__ = ["add_segment"]
+
+DEFAULTS = SegmentSettings()  # the defaults of volseg.segment
 
 
 def add_segment(sub: argparse._SubParsersAction) -> None:
@@ -76,43 +85,50 @@ def _network_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tile",
         type=tile_size,
-        default="auto",
+        default=DEFAULTS.tile,
         help="tile size, a multiple of 32, or auto: the grid fitted to the plane (auto)",
     )
-    p.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction (0.25)")
+    p.add_argument(
+        "--overlap",
+        type=float,
+        default=DEFAULTS.overlap,
+        help=f"tile overlap fraction ({DEFAULTS.overlap})",
+    )
     add_precision(
         p,
-        "auto",
+        DEFAULTS.precision,
         "arithmetic of the network (auto: bf16 on CPUs with AMX/AVX512-BF16 and on "
         "GPUs that support it, fp16 on other GPUs, else fp32)",
     )
     p.add_argument(
         "--backend",
-        # = volseg.backends.BACKENDS, copied (see volseg.cli.options)
-        choices=["auto", "torch", "openvino", "onnxruntime"],
-        default="auto",
+        choices=list(BACKENDS),
+        default=DEFAULTS.backend,
         help="what runs the network (auto: OpenVINO when installed and on a CPU, else torch)",
     )
     p.add_argument(
         "--blend",
-        # = volseg.tiling.BLEND_MODES, copied (see volseg.cli.options)
-        choices=["gaussian", "constant"],
-        default="gaussian",
+        choices=list(BLEND_MODES),
+        default=DEFAULTS.blend,
         help="weights of overlapping tiles: Gaussian (default) or a plain average",
     )
     p.add_argument(
         "--pad",
-        # = volseg.tiling.PAD_MODES, copied (see volseg.cli.options)
-        choices=["reflect", "constant"],
-        default="reflect",
+        choices=list(PAD_MODES),
+        default=DEFAULTS.pad,
         help="what tiles see beyond the volume border: mirrored data (default) or zeros",
     )
-    p.add_argument("--batch-size", type=int, default=16, help="tiles per forward pass (16)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULTS.batch_size,
+        help=f"tiles per forward pass ({DEFAULTS.batch_size})",
+    )
     p.add_argument(
         "--threshold",
         type=float,
-        default=0.5,
-        help="Ni where the blended probability exceeds it (binary models; 0.5)",
+        default=DEFAULTS.threshold,
+        help=f"Ni where the blended probability exceeds it (binary models; {DEFAULTS.threshold})",
     )
 
 
@@ -120,8 +136,7 @@ def _output_options(p: argparse.ArgumentParser) -> None:
     """What is stored besides the mask, and on which chunks and shards."""
     p.add_argument(
         "--save-prob",
-        # = volseg.inference.PROB_DTYPES, copied (see volseg.cli.options)
-        choices=["uint8", "float16", "float32"],
+        choices=[dtype for dtype in PROB_DTYPES if isinstance(dtype, str)],
         default=None,
         help="also store the blended probability",
     )
@@ -142,9 +157,8 @@ def _accuracy_options(p: argparse.ArgumentParser) -> None:
     """More work for a better mask: other slice axes, test-time augmentation, refinement."""
     p.add_argument(
         "--axes",
-        # = volseg.inference.AXES_CHOICES, copied (see volseg.cli.options)
-        choices=["z", "zyx"],
-        default="z",
+        choices=list(AXES_CHOICES),
+        default=DEFAULTS.axes,
         help="predict on z-slices (z), or also on y- and x-slices and average (zyx: 3x the work)",
     )
     p.add_argument(
@@ -154,17 +168,16 @@ def _accuracy_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--refine",
-        # = volseg.inference.REFINE_CHOICES without None, copied (see volseg.cli.options)
-        choices=["uncertain"],
-        default=None,
+        choices=[mode for mode in REFINE_CHOICES if mode is not None],
+        default=DEFAULTS.refine,
         help="afterwards, redo the chunks whose uncertain fraction exceeds --refine-threshold "
         "with --axes zyx --tta",
     )
     p.add_argument(
         "--refine-threshold",
         type=float,
-        default=0.05,
-        help="uncertain fraction above which a chunk is refined (0.05)",
+        default=DEFAULTS.refine_threshold,
+        help=f"uncertain fraction above which a chunk is refined ({DEFAULTS.refine_threshold})",
     )
 
 
@@ -188,7 +201,7 @@ def _result_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--min-size",
         type=min_size,
-        default=0,
+        default=DEFAULTS.min_size,
         help="reassign connected components smaller than this (voxels, or a volume such as "
         "0.5um3) to the phase they share the most faces with (default 0: keep all)",
     )
@@ -196,7 +209,7 @@ def _result_options(p: argparse.ArgumentParser) -> None:
 
 def _where_options(p: argparse.ArgumentParser) -> None:
     """Where it runs: the device, a running scheduler, or a local or SLURM cluster."""
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--scheduler", help="address of a running dask scheduler (tcp://HOST:PORT or a file)"
     )
@@ -218,7 +231,7 @@ def _where_options(p: argparse.ArgumentParser) -> None:
 
 
 def _run_segment(args: argparse.Namespace) -> int:
-    from volseg.inference import segment
+    from volseg.inference.api import segment
 
     new_file(args.csv, args.overwrite, "CSV file")
     client = _client_for(args)

@@ -1,6 +1,7 @@
 """``volseg train``: its options and the call of :func:`volseg.train`.
 
-The library (torch) is imported only when the command runs.
+Defaults and choices come from :class:`volseg.training.settings.TrainSettings` (numpy
+at most); the library (torch) is imported only when the command runs.
 
 >>> import argparse
 >>> sub = argparse.ArgumentParser(prog="volseg").add_subparsers(dest="command")
@@ -14,9 +15,13 @@ from __future__ import annotations
 
 import argparse
 
+from volseg.training.settings import LOSSES, TrainSettings
+
 from .options import add_phases, add_precision, label_number, parse_phases
 
 __all__ = ["add_train"]
+
+DEFAULTS = TrainSettings()  # the defaults of volseg.train
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -57,7 +62,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 def _model_options(p: argparse.ArgumentParser) -> None:
     """The encoder to start from, the Ni label, and the crops it is trained on."""
-    p.add_argument("--encoder", default="vgg16", help="smp encoder (vgg16, resnet18, ...)")
+    p.add_argument("--encoder", default=DEFAULTS.encoder, help="smp encoder (vgg16, resnet18, ...)")
     p.add_argument(
         "--encoder-weights",
         default=None,
@@ -70,14 +75,21 @@ def _model_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="value of Ni in the labels (default: from their attrs, else 1)",
     )
-    p.add_argument("--tile", type=int, default=128, help="training crop size, multiple of 32")
-    p.add_argument("--batch-size", type=int, default=16, help="crops per optimiser step")
+    p.add_argument(
+        "--tile", type=int, default=DEFAULTS.tile, help="training crop size, multiple of 32"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=DEFAULTS.batch_size, help="crops per optimiser step"
+    )
 
 
 def _schedule_options(p: argparse.ArgumentParser) -> None:
     """How long and how fast it learns: epochs, learning rate, EMA, context, time budget."""
     p.add_argument(
-        "--epochs", type=int, default=100, help="maximum epochs (early stopping may end sooner)"
+        "--epochs",
+        type=int,
+        default=DEFAULTS.epochs,
+        help="maximum epochs (early stopping may end sooner)",
     )
     p.add_argument(
         "--steps-per-epoch",
@@ -86,26 +98,40 @@ def _schedule_options(p: argparse.ArgumentParser) -> None:
         help="batches per epoch (default: enough to cover the training slices once, 4..500)",
     )
     p.add_argument(
-        "--lr", type=float, default=1e-3, help="peak AdamW learning rate (warm-up, then cosine)"
+        "--lr",
+        type=float,
+        default=DEFAULTS.lr,
+        help="peak AdamW learning rate (warm-up, then cosine)",
     )
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (1e-4)")
     p.add_argument(
-        "--warmup", type=float, default=0.05, help="share of the steps spent warming up (0.05)"
+        "--weight-decay",
+        type=float,
+        default=DEFAULTS.weight_decay,
+        help=f"AdamW weight decay ({DEFAULTS.weight_decay})",
     )
     p.add_argument(
-        "--grad-clip", type=float, default=1.0, help="largest gradient norm per step (1.0)"
+        "--warmup",
+        type=float,
+        default=DEFAULTS.warmup,
+        help=f"share of the steps spent warming up ({DEFAULTS.warmup})",
+    )
+    p.add_argument(
+        "--grad-clip",
+        type=float,
+        default=DEFAULTS.grad_clip,
+        help=f"largest gradient norm per step ({DEFAULTS.grad_clip})",
     )
     p.add_argument(
         "--ema-decay",
         type=float,
-        default=0.999,
-        help="moving average of the weights, validated and saved (0.999)",
+        default=DEFAULTS.ema_decay,
+        help=f"moving average of the weights, validated and saved ({DEFAULTS.ema_decay})",
     )
     p.add_argument("--no-ema", action="store_true", help="validate and save the raw weights")
     p.add_argument(
         "--context",
         type=int,
-        default=0,
+        default=DEFAULTS.context,
         help="through-plane context (2.5D): K neighbouring slices per side as extra input "
         "channels (0: plain 2D); segment reads it from the checkpoint",
     )
@@ -121,15 +147,14 @@ def _label_options(p: argparse.ArgumentParser) -> None:
     """What is learnt from the labels: loss, classes, phases, sparse labels, validation."""
     p.add_argument(
         "--loss",
-        # = volseg.training.LOSSES, in another order, copied (see volseg.cli.options)
-        choices=["bce+dice", "bce", "dice", "ce+dice", "ce"],
+        choices=list(LOSSES),
         default=None,
         help="training loss (default: bce+dice with --classes 1, ce+dice with 3)",
     )
     p.add_argument(
         "--classes",
         type=int,
-        default=1,
+        default=DEFAULTS.classes,
         help="1: binary Ni model; 3: pore/YSZ/Ni model (phases from the labels' attrs, "
         "else pore=0 ysz=1 ni=2)",
     )
@@ -152,16 +177,25 @@ def _label_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--val-fraction",
         type=float,
-        default=0.2,
-        help="share of slices held out as a validation slab (0.2)",
+        default=DEFAULTS.val_fraction,
+        help=f"share of slices held out as a validation slab ({DEFAULTS.val_fraction})",
     )
-    p.add_argument("--patience", type=int, default=10, help="early-stopping patience (epochs)")
-    p.add_argument("--seed", type=int, default=0, help="seeds crops, augmentation, weights")
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=DEFAULTS.patience,
+        help="early-stopping patience (epochs)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=DEFAULTS.seed, help="seeds crops, augmentation, weights"
+    )
 
 
 def _network_options(p: argparse.ArgumentParser) -> None:
     """The shape of the U-Net and where and in which precision it trains."""
-    p.add_argument("--encoder-depth", type=int, default=5, help="U-Net levels (3..5)")
+    p.add_argument(
+        "--encoder-depth", type=int, default=DEFAULTS.encoder_depth, help="U-Net levels (3..5)"
+    )
     p.add_argument(
         "--decoder-channels",
         type=int,
@@ -169,10 +203,10 @@ def _network_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="one width per level (default: 256 128 64 32 16, cut to --encoder-depth)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda or cuda:N")
     add_precision(
         p,
-        "fp32",
+        DEFAULTS.precision,
         "autocast of the training forward passes (fp32; auto: bf16 on CPUs with "
         "AMX/AVX512-BF16 and GPUs that support it, fp16 on other GPUs)",
     )

@@ -179,7 +179,7 @@ def segment(
         After the last chunk, reassign connected components smaller than this
         (voxels, or a volume such as ``"0.5um3"``) in ``labels`` and ``mask`` to
         the phase they share the most faces with
-        (:func:`volseg.cleanup.remove_small_components`, chunk-invariant);
+        (:func:`volseg.microstructure.cleanup.remove_small_components`, chunk-invariant);
         0 (default) keeps the network's output. The per-chunk stats describe
         the output before the clean-up; ``summary["cleanup"]`` reports it.
     shards : tuple of 3 int, optional

@@ -28,7 +28,6 @@ import dask.array as da
 import numpy as np
 
 from .. import io as vio
-from .. import store
 from .cleanup import remove_small_components
 from .inputs import as_phase, refuse_absent_label, voxel_size_of
 from .options import validate_label, validate_options
@@ -136,12 +135,12 @@ def measure(
     min_size : int or str
         First reassign connected components (of the phase and of the rest)
         smaller than this, in voxels or a volume such as ``"0.5um3"``
-        (:func:`volseg.cleanup.remove_small_components`, chunk-invariant);
+        (:func:`volseg.microstructure.cleanup.remove_small_components`, chunk-invariant);
         0 (default) measures the mask as it is.
     tortuosity : bool or sequence of {"z", "y", "x"}
         Also solve the tortuosity factor and effective diffusivity of the phase
         along these axes (True: all three) with
-        :func:`volseg.transport.tortuosity` (out of core, one conjugate-gradient
+        :func:`volseg.microstructure.transport.tortuosity` (out of core, one conjugate-gradient
         solve per axis): ``tortuosity``, ``effective_diffusivity`` per axis.
 
     Returns
@@ -221,7 +220,7 @@ def measure(
     if voxel_size is not None:
         vio.validate_voxel_size(voxel_size)
     validate_options(connectivity, max_radius)
-    checked = store.output_state(mask, allow_incomplete)
+    checked = vio.output_state(mask, allow_incomplete)
     scan, phase = as_phase(mask, label, chunks)
     voxel_size, unit = voxel_size_of(scan, voxel_size)
     phase, cleanup = _clean_phase(phase, min_size, connectivity, voxel_size, unit)
@@ -237,7 +236,7 @@ def measure(
     if tortuosity and not (checked is not None and checked[0].missing):
         result.update(phase_transport(phase.astype(np.uint8), voxel_size, 1, tortuosity))
     if checked is not None and checked[0].missing:
-        result = store.partial_measures(result, {"": phase}, *checked)
+        result = vio.partial_measures(result, {"": phase}, *checked)
     return result
 
 

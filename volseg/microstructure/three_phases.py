@@ -16,7 +16,6 @@ from typing import Any
 import dask
 
 from .. import io as vio
-from .. import store
 from .cleanup import remove_small_components
 from .inputs import as_volume, phases_of, voxel_size_of
 from .one_phase import settings_record
@@ -68,13 +67,13 @@ def measure_phases(
     min_size : int or str
         First reassign connected components of every phase smaller than this,
         in voxels or a volume such as ``"0.5um3"``, to the phase they share the
-        most faces with (:func:`volseg.cleanup.remove_small_components`,
+        most faces with (:func:`volseg.microstructure.cleanup.remove_small_components`,
         chunk-invariant); 0 (default) measures the labels as they are.
     faces : mapping of str to sequence of str, optional
         Also measure the active TPB (``active_tpb`` in the result): edges whose
         three phases belong to components touching the faces required for
         them, e.g. ``{"ysz": ["z-"], "ni": ["z+"], "pore": ["z+"]}``
-        (:func:`volseg.tpb.active_tpb`).
+        (:func:`volseg.microstructure.tpb.active_tpb`).
     tortuosity : bool or sequence of {"z", "y", "x"}
         Also solve the tortuosity factor and effective diffusivity of every
         phase along these axes (True: all three), as for :func:`measure`.
@@ -143,7 +142,7 @@ def measure_phases(
     if voxel_size is not None:
         vio.validate_voxel_size(voxel_size)
     validate_options(connectivity, max_radius)
-    checked = store.output_state(labels, allow_incomplete)
+    checked = vio.output_state(labels, allow_incomplete)
     scan, volume = as_volume(labels, chunks, role="labels")
     voxel_size, unit = voxel_size_of(scan, voxel_size)
     phases = phases_of(scan, phases)
@@ -189,7 +188,7 @@ def measure_phases(
         )
     if incomplete:
         volumes = {name: volume == value for name, value in phases.items()}
-        result = store.partial_measures(result, volumes, *checked)
+        result = vio.partial_measures(result, volumes, *checked)
     return result
 
 

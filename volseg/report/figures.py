@@ -182,7 +182,7 @@ def fraction_profiles(
 
 
 def rev_figure(curve: dict[str, Any], path: str | Path) -> Path:
-    """The representative-volume curves of :func:`volseg.rev.rev_curve`.
+    """The representative-volume curves of :func:`volseg.microstructure.rev.rev_curve`.
 
     Left: phase fractions of the centred sub-volumes against their volume, with
     the mean +/- one standard deviation over chunks at the chunk volume; right:
@@ -190,7 +190,7 @@ def rev_figure(curve: dict[str, Any], path: str | Path) -> Path:
 
     Examples
     --------
-    >>> from volseg.rev import rev_curve
+    >>> from volseg.microstructure.rev import rev_curve
     >>> labels = np.random.default_rng(0).integers(0, 3, (8, 8, 8)).astype(np.uint8)
     >>> curve = rev_curve(labels, shares=(1 / 8, 1.0), chunks=(4, 4, 4), max_radius=1)
     >>> rev_figure(curve, getfixture("tmp_path") / "rev.png").is_file()

@@ -25,9 +25,9 @@ import pandas as pd
 from volseg import io as vio
 from volseg.conventions import as_dask_array, history_paths
 from volseg.evaluation import evaluate
-from volseg.guards import check_new_file
-from volseg.inference import open_result
-from volseg.rev import rev_curve
+from volseg.io.paths import check_new_file
+from volseg.io.results import open_result
+from volseg.microstructure.rev import rev_curve
 
 from .figures import (
     chunk_heatmap,
@@ -85,15 +85,15 @@ def make_report(
         Add the microstructure table (:func:`volseg.measure`, or
         :func:`volseg.measure_phases` with the TPB density for a three-phase output),
         computed chunk by chunk; with saved probabilities every number gets
-        an error bar (:func:`volseg.uncertainty.measure_with_errors`), and a
-        three-phase output its active TPB (:data:`volseg.tpb.DEFAULT_FACES`).
+        an error bar (:func:`volseg.microstructure.uncertainty.measure_with_errors`), and a
+        three-phase output its active TPB (:data:`volseg.microstructure.tpb.DEFAULT_FACES`).
     overwrite : bool
         Replace an existing HTML file (refused by default).
     allow_incomplete : bool
         Report on an output whose run has not finished (refused by default): only its
         done chunks count, and the page says how many are missing.
     rev : bool
-        Add the representative-volume figure (:func:`volseg.rev.rev_curve`).
+        Add the representative-volume figure (:func:`volseg.microstructure.rev.rev_curve`).
     tortuosity : bool or tuple of {"z", "y", "x"}
         Add the tortuosity factor of each phase along these axes (True: all);
         one out-of-core solve per phase, axis and error-bar variant.

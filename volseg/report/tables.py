@@ -10,8 +10,8 @@ import html as html_lib
 from typing import Any
 
 from volseg.microstructure import measure, measure_phases
-from volseg.tpb import DEFAULT_FACES
-from volseg.uncertainty import measure_with_errors
+from volseg.microstructure.tpb import DEFAULT_FACES
+from volseg.microstructure.uncertainty import measure_with_errors
 
 __all__ = ["format_value", "microstructure_table", "summary_table", "worst_chunks_table"]
 

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from .. import model as vmodel
+from ..model.config import DEFAULT_ENCODER, DEFAULT_ENCODER_DEPTH, DEFAULT_TILE
 from ..model.precision import resolve_precision
 from .crops import Crops
 from .data import check_phases_present, open_pairs, sparse_split, training_phases
@@ -40,11 +41,11 @@ def train(
     images: Any,
     labels: Any,
     out: str | Path,
-    encoder: str = "vgg16",
+    encoder: str = DEFAULT_ENCODER,
     encoder_weights: str | Path | None = None,
     freeze_encoder: bool = False,
     ni_label: float | None = None,
-    tile: int = 128,
+    tile: int = DEFAULT_TILE,
     batch_size: int = 16,
     epochs: int = 100,
     lr: float = 1e-3,
@@ -59,7 +60,7 @@ def train(
     steps_per_epoch: int | None = None,
     val_gap: int = 2,
     val_tiles: int = 256,
-    encoder_depth: int = 5,
+    encoder_depth: int = DEFAULT_ENCODER_DEPTH,
     decoder_channels: list[int] | None = None,
     resume_from: str | Path | None = None,
     overwrite: bool = False,
@@ -322,7 +323,7 @@ def _network(settings: TrainSettings, previous: Any, crops: Crops, rng) -> tuple
         tile=settings.tile,
         encoder_depth=settings.encoder_depth,
         decoder_channels=settings.decoder_channels
-        or [256, 128, 64, 32, 16][: settings.encoder_depth],
+        or vmodel.default_decoder_channels(settings.encoder_depth),
         normalisation=crops.sample_normalisation(rng),
         classes=int(settings.classes),
         context=settings.context,

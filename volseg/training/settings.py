@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from ..model.config import DEFAULT_ENCODER, DEFAULT_ENCODER_DEPTH, DEFAULT_TILE
+
 __all__ = [
     "BINARY_LOSSES",
     "LOSSES",
@@ -112,11 +114,11 @@ class TrainSettings:
     ValueError: phases={'pore': 0, 'ni': 2} must map 3 phase names, including 'ni', to ...
     """
 
-    encoder: str = "vgg16"
+    encoder: str = DEFAULT_ENCODER
     encoder_weights: str | Path | None = None
     freeze_encoder: bool = False
     ni_label: float | None = None
-    tile: int = 128
+    tile: int = DEFAULT_TILE
     batch_size: int = 16
     epochs: int = 100
     lr: float = 1e-3
@@ -130,7 +132,7 @@ class TrainSettings:
     steps_per_epoch: int | None = None
     val_gap: int = 2
     val_tiles: int = 256
-    encoder_depth: int = 5
+    encoder_depth: int = DEFAULT_ENCODER_DEPTH
     decoder_channels: list[int] | None = None
     resume_from: str | Path | None = None
     overwrite: bool = False
