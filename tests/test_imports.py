@@ -38,3 +38,45 @@ def test_every_public_name_resolves():
         assert getattr(volseg, name) is not None
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         volseg.nonexistent  # noqa: B018
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory, checkpoint):
+    """A segmentation output with truth, and the label volume it was scored against."""
+    from volseg import synth
+
+    root = tmp_path_factory.mktemp("light")
+    synth.write_anode(root / "anode.zarr", shape=(8, 64, 64), seed=3, chunks=(4, 64, 64))
+    volseg.segment(
+        str(root / "anode.zarr" / "image"),
+        model=checkpoint,
+        out=root / "out.zarr",
+        truth=str(root / "anode.zarr" / "labels"),
+        tile=64,
+        device="cpu",
+        progress=False,
+    )
+    return root
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["stats", "{root}/out.zarr"],
+        ["evaluate", "{root}/out.zarr", "{root}/anode.zarr/labels", "--baseline", "none"],
+        ["measure", "{root}/out.zarr"],
+        ["measure", "{root}/anode.zarr/labels", "--phases"],
+    ],
+    ids=["stats", "evaluate", "measure", "measure-phases"],
+)
+def test_light_commands_do_not_import_torch(written, command):
+    argv = [part.format(root=written) for part in command]
+    code = (
+        "import sys\n"
+        "from volseg.cli import main\n"
+        f"status = main({argv!r})\n"
+        "assert status == 0, status\n"
+    )
+    loaded = _loaded_after(code)
+    assert "torch" not in loaded, f"volseg {' '.join(command)} imported torch"
+    assert "segmentation_models_pytorch" not in loaded
