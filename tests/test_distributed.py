@@ -83,9 +83,9 @@ def test_distributed_equals_local_and_loads_model_once_per_worker(
     assert remote.summary["chunks_computed"] == 5 * 2 * 2
 
     def cached_models():
-        from volseg.model import predict
+        from volseg.model.predict import models_in_cache
 
-        return len(predict._CACHE)
+        return models_in_cache()
 
     loads = client.run(cached_models)
     assert all(n <= 1 for n in loads.values()), loads  # once per process, not per task

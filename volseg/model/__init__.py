@@ -64,6 +64,7 @@ _LAZY: dict[str, str] = {
     "AUTOCAST_DTYPES": "predict",
     "TilePredictor": "predict",
     "cached_model": "predict",
+    "models_in_cache": "predict",
     "BF16_FLAGS": "precision",
     "OPENVINO_CAPABILITY": "precision",
     "OPENVINO_PRECISION": "precision",

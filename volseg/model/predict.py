@@ -20,7 +20,7 @@ import torch
 from .checkpoint import LoadedModel, file_sha256, load_checkpoint
 from .device import resolve_device
 
-__all__ = ["AUTOCAST_DTYPES", "TilePredictor", "cached_model"]
+__all__ = ["AUTOCAST_DTYPES", "TilePredictor", "cached_model", "models_in_cache"]
 
 log = logging.getLogger(__name__)
 
@@ -177,3 +177,18 @@ def cached_model(
             log.debug("loaded model %s on %s", path, torch_device)
             _CACHE[key] = loaded
     return loaded
+
+
+def models_in_cache() -> int:
+    """How many networks this process holds in its model cache (:func:`cached_model`).
+
+    One per checkpoint and device: a dask worker that ran many blocks of one run holds
+    one, because the network is loaded once per process, not once per task.
+
+    Examples
+    --------
+    >>> models_in_cache() >= 0
+    True
+    """
+    with _CACHE_LOCK:
+        return len(_CACHE)
