@@ -4,34 +4,36 @@ against TauFactor, and flat memory of the out-of-core solver.
 Three parts, each printing into one JSON object on stdout (progress on stderr):
 
 ``tpb``
-    A three-phase model (the demo's small U-Net, trained once on a clean
-    synthetic scan by ``_common.demo_model`` and reused from ``--workdir``)
-    segments a held-out :mod:`volseg.synth` scan with ``axes="z"`` and
-    ``axes="zyx"``. Its predicted labels are measured with
+    Two pore/YSZ/Ni models with the network and budget of ``benchmarks/accuracy.py
+    --quick`` (``classes=3``), one plain and one with ``--context`` slices per side
+    (2.5D), trained once on a calibrated :mod:`volseg.synth` scan (preset "v2", its
+    partial-volume rims) and reused from ``--workdir``, segment a held-out scan of
+    another seed: the plain model with ``axes="z"`` and ``axes="zyx"``, the context
+    model with ``axes="z"``. Their labels are measured with
     :func:`volseg.measure_phases` at ``min_size`` 0, 10, 50 and 200 voxels
-    (:func:`volseg.microstructure.cleanup.remove_small_components`) and compared with the TPB
-    density of the true labels: ``tpb_error`` = predicted / true - 1, with the
-    YSZ component counts and the Ni IoU. These are model predictions on
-    ``volseg.synth`` as it is in this branch (with its partial-volume blur), not
-    the calibrated synthetic scans.
+    (:func:`volseg.microstructure.remove_small_components`) and compared with the TPB
+    density of the true labels: ``tpb_error`` = predicted / true - 1, with the YSZ
+    component counts and the Ni IoU.
 ``tortuosity``
     :func:`volseg.tortuosity` (in memory: the budget is 64 GiB) against
     ``taufactor.Solver(device="cpu")`` on the same porous volume (a thresholded
     smoothed noise field, 45 % solid) along z, each in a fresh process: tau, seconds and
-    peak RSS (``ru_maxrss`` of that process) at every ``--sizes`` cube; then volseg
+    peak RSS (``ru_maxrss`` of that process) at every ``--sizes`` cube (a run past
+    ``--timeout`` seconds, or killed, is recorded as ``failed``); then volseg
     again on the largest cube with ``--out-of-core-budget`` (chunked, iterates on disk).
 ``memory``
     :func:`volseg.tortuosity` alone on two label volumes stored in Zarr, the second
     8 times larger, with the same chunks and a memory budget far below either
     volume's solver state, so the iterates live on disk, then the larger one again
-    with its iterates in memory for contrast: peak RSS of each run (a fresh process
-    each).
+    with a budget that lets it take the in-memory solver, for contrast: peak RSS of
+    each run (a fresh process each).
 
 The machine was shared with other jobs while these ran: seconds are indicative,
 ratios in one run are what to compare. Run from the repository root::
 
-    python benchmarks/microstructure.py --quick
-    python benchmarks/microstructure.py --parts tortuosity --sizes 128 256
+    python benchmarks/microstructure.py --quick --workdir W
+    python benchmarks/microstructure.py --parts tpb --workdir W  # larger scan, same models
+    python benchmarks/microstructure.py --parts tortuosity --sizes 256 --timeout 1200
 """
 
 from __future__ import annotations
