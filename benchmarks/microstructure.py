@@ -262,7 +262,9 @@ def train_three_phase(workdir: Path, name: str, context: int) -> tuple[Path, dic
     return path, info
 
 
-def part_tpb(shape: Sequence[int], workdir: Path, context: int) -> dict[str, Any]:
+def part_tpb(
+    shape: Sequence[int], workdir: Path, context: int, seed: int = TPB_TEST_SEED
+) -> dict[str, Any]:
     from accuracy import BUDGETS
 
     import volseg
@@ -271,9 +273,9 @@ def part_tpb(shape: Sequence[int], workdir: Path, context: int) -> dict[str, Any
 
     plain, plain_info = train_three_phase(workdir, "three-phase-z", 0)
     ctx, ctx_info = train_three_phase(workdir, f"three-phase-context{context}", context)
-    scan = workdir / f"held-out-{'x'.join(map(str, shape))}.zarr"
+    scan = workdir / f"held-out-{'x'.join(map(str, shape))}-seed{seed}.zarr"
     if not scan.exists():
-        synth.write_anode(scan, tuple(shape), seed=TPB_TEST_SEED)
+        synth.write_anode(scan, tuple(shape), seed=seed)
     import zarr
 
     truth = zarr.open_array(str(scan / "labels"), mode="r")[...]
@@ -324,7 +326,7 @@ def part_tpb(shape: Sequence[int], workdir: Path, context: int) -> dict[str, Any
         "train_shape": list(TPB_TRAIN_SHAPE),
         "train_seed": TPB_TRAIN_SEED,
         "scan_shape": list(shape),
-        "scan_seed": TPB_TEST_SEED,
+        "scan_seed": seed,
         "network": "benchmarks/accuracy.py quick budget, classes=3",
         "network_settings": BUDGETS["quick"]["network"],
         "models": {"z": plain_info, f"z+context{context}": ctx_info},
@@ -344,6 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None, help="keep files (and the model) here")
     parser.add_argument(
         "--context", type=int, default=2, help="tpb part: slices per side of the context model"
+    )
+    parser.add_argument(
+        "--scan-seed",
+        type=int,
+        default=TPB_TEST_SEED,
+        help=f"tpb part: seed of the held-out scan ({TPB_TEST_SEED})",
     )
     parser.add_argument(
         "--timeout",
@@ -370,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if "tpb" in args.parts:
         shape = (32, 192, 192) if args.quick else (64, 256, 256)
-        report["tpb"] = part_tpb(shape, workdir, args.context)
+        report["tpb"] = part_tpb(shape, workdir, args.context, args.scan_seed)
     if "tortuosity" in args.parts:
         budget = None if args.out_of_core_budget.lower() == "none" else args.out_of_core_budget
         report["tortuosity"] = part_tortuosity(
