@@ -4,34 +4,36 @@ against TauFactor, and flat memory of the out-of-core solver.
 Three parts, each printing into one JSON object on stdout (progress on stderr):
 
 ``tpb``
-    A three-phase model (the demo's small U-Net, trained once on a clean
-    synthetic scan by ``_common.demo_model`` and reused from ``--workdir``)
-    segments a held-out :mod:`volseg.synth` scan with ``axes="z"`` and
-    ``axes="zyx"``. Its predicted labels are measured with
+    Two pore/YSZ/Ni models with the network and budget of ``benchmarks/accuracy.py
+    --quick`` (``classes=3``), one plain and one with ``--context`` slices per side
+    (2.5D), trained once on a calibrated :mod:`volseg.synth` scan (preset "v2", its
+    partial-volume rims) and reused from ``--workdir``, segment a held-out scan of
+    another seed: the plain model with ``axes="z"`` and ``axes="zyx"``, the context
+    model with ``axes="z"``. Their labels are measured with
     :func:`volseg.measure_phases` at ``min_size`` 0, 10, 50 and 200 voxels
-    (:func:`volseg.microstructure.cleanup.remove_small_components`) and compared with the TPB
-    density of the true labels: ``tpb_error`` = predicted / true - 1, with the
-    YSZ component counts and the Ni IoU. These are model predictions on
-    ``volseg.synth`` as it is in this branch (with its partial-volume blur), not
-    the calibrated synthetic scans.
+    (:func:`volseg.microstructure.remove_small_components`) and compared with the TPB
+    density of the true labels: ``tpb_error`` = predicted / true - 1, with the YSZ
+    component counts and the Ni IoU.
 ``tortuosity``
     :func:`volseg.tortuosity` (in memory: the budget is 64 GiB) against
     ``taufactor.Solver(device="cpu")`` on the same porous volume (a thresholded
     smoothed noise field, 45 % solid) along z, each in a fresh process: tau, seconds and
-    peak RSS (``ru_maxrss`` of that process) at every ``--sizes`` cube; then volseg
+    peak RSS (``ru_maxrss`` of that process) at every ``--sizes`` cube (a run past
+    ``--timeout`` seconds, or killed, is recorded as ``failed``); then volseg
     again on the largest cube with ``--out-of-core-budget`` (chunked, iterates on disk).
 ``memory``
     :func:`volseg.tortuosity` alone on two label volumes stored in Zarr, the second
     8 times larger, with the same chunks and a memory budget far below either
     volume's solver state, so the iterates live on disk, then the larger one again
-    with its iterates in memory for contrast: peak RSS of each run (a fresh process
-    each).
+    with a budget that lets it take the in-memory solver, for contrast: peak RSS of
+    each run (a fresh process each).
 
 The machine was shared with other jobs while these ran: seconds are indicative,
 ratios in one run are what to compare. Run from the repository root::
 
-    python benchmarks/microstructure.py --quick
-    python benchmarks/microstructure.py --parts tortuosity --sizes 128 256
+    python benchmarks/microstructure.py --quick --workdir W
+    python benchmarks/microstructure.py --parts tpb --workdir W  # larger scan, same models
+    python benchmarks/microstructure.py --parts tortuosity --sizes 256 --timeout 1200
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ import argparse
 import json
 import logging
 import math
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -55,6 +59,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 log = logging.getLogger("benchmarks.microstructure")
 
 MIB = 1 << 20
+# The tpb part: the three-phase models train on one calibrated synthetic scan and are
+# scored on another (different seed).
+TPB_TRAIN_SHAPE = (56, 256, 256)
+TPB_TRAIN_SEED = 3
+TPB_TEST_SEED = 11
 # A bare interpreter starts each measured child: Linux counts in a process's ru_maxrss
 # the image it replaced at exec, which is then this small runner, not this script.
 RUNNER = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
@@ -99,20 +108,42 @@ def porous(shape: Sequence[int], seed: int = 0, solid: float = 0.45) -> np.ndarr
     return (field > np.quantile(field, solid)).astype(np.uint8)
 
 
-def run_child(args: Sequence[str]) -> dict[str, Any]:
-    """Run the CHILD script in a fresh interpreter; its JSON record."""
-    done = subprocess.run(
+def run_child(args: Sequence[str], timeout: float | None = None) -> dict[str, Any]:
+    """Run the CHILD script in a fresh interpreter; its JSON record.
+
+    A child that runs past ``timeout`` seconds or is killed (e.g. out of memory) gives
+    ``{"failed": why, "seconds": ...}`` instead of a result.
+    """
+    started = time.perf_counter()
+    # Its own process group, so that a time-out ends the runner and the solver under it.
+    child = subprocess.Popen(
         [sys.executable, "-c", RUNNER, sys.executable, "-c", CHILD, *map(str, args)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"child {args} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    try:
+        stdout, stderr = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        return {"failed": f"timed out after {timeout:.0f} s", "seconds": timeout}
+    seconds = time.perf_counter() - started
+    if child.returncode != 0:
+        if child.returncode in (-9, 137) or "MemoryError" in stderr:
+            why = f"killed (exit {child.returncode}; out of memory?)"
+            return {"failed": why, "seconds": seconds, "stderr": stderr[-500:]}
+        raise RuntimeError(f"child {args} failed:\n{stderr[-3000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def part_tortuosity(
-    sizes: Sequence[int], chunk: int, workdir: Path, out_of_core_budget: str | None = None
+    sizes: Sequence[int],
+    chunk: int,
+    workdir: Path,
+    out_of_core_budget: str | None = None,
+    timeout: float | None = None,
 ) -> dict[str, Any]:
     from volseg import io as vio
 
@@ -126,24 +157,26 @@ def part_tortuosity(
         vio.write_arrays(zarr_path, {"labels": volume}, chunks=(chunk,) * 3)
         log.info("tortuosity %d^3: taufactor", n)
         ours_budget = "64GiB"
-        theirs = run_child(["taufactor", npy, n, chunk, ours_budget])
-        log.info("tortuosity %d^3: volseg", n)
-        ours = run_child(["volseg", zarr_path / "labels", n, chunk, ours_budget])
-        rows.append(
-            {
-                "size": n,
-                "volume_fraction": float(volume.mean()),
-                "volseg": ours,
-                "taufactor": theirs,
-                "tau_relative_difference": ours["tau"] / theirs["tau"] - 1,
-                "time_ratio_volseg_over_taufactor": ours["seconds"] / theirs["seconds"],
-            }
-        )
+        theirs = run_child(["taufactor", npy, n, chunk, ours_budget], timeout)
+        log.info("tortuosity %d^3: taufactor %s", n, theirs)
+        ours = run_child(["volseg", zarr_path / "labels", n, chunk, ours_budget], timeout)
+        log.info("tortuosity %d^3: volseg %s", n, ours)
+        row = {
+            "size": n,
+            "volume_fraction": float(volume.mean()),
+            "volseg": ours,
+            "taufactor": theirs,
+        }
+        if "tau" in ours and "tau" in theirs:
+            row["tau_relative_difference"] = ours["tau"] / theirs["tau"] - 1
+            row["time_ratio_volseg_over_taufactor"] = ours["seconds"] / theirs["seconds"]
+        rows.append(row)
     report = {
         "chunk": chunk,
         "axis": "z",
         "volseg_tol": 1e-6,
         "taufactor_conv_crit": 1e-3,
+        "child_timeout_s": timeout,
         "rows": rows,
     }
     if out_of_core_budget and zarr_path is not None:
@@ -187,26 +220,76 @@ def part_memory(shape: Sequence[int], chunk: int, workdir: Path) -> dict[str, An
     }
 
 
-def part_tpb(shape: Sequence[int], workdir: Path, axes_list: Sequence[str]) -> dict[str, Any]:
-    import _common
+def train_three_phase(workdir: Path, name: str, context: int) -> tuple[Path, dict[str, Any]]:
+    """A pore/YSZ/Ni model on the calibrated synthetic scan; reused if in ``workdir``.
+
+    The network and budget are those of ``benchmarks/accuracy.py --quick``; the model and
+    what its training reported are kept in ``workdir`` so that later runs reuse them.
+    """
+    from accuracy import BUDGETS
+
+    import volseg
+    from volseg import synth
+
+    path = workdir / f"{name}.pt"
+    info_path = workdir / f"{name}.json"
+    if path.exists() and info_path.exists():
+        log.info("reusing %s", path)
+        return path, json.loads(info_path.read_text())
+    image, labels = synth.anode(TPB_TRAIN_SHAPE, seed=TPB_TRAIN_SEED)
+    network = BUDGETS["quick"]["network"]
+    log.info("training %s (context=%d)", name, context)
+    started = time.perf_counter()
+    result = volseg.train(
+        image,
+        labels,
+        path,
+        ni_label=synth.PHASES["ni"],  # numpy labels carry no attrs
+        **network,
+        classes=3,
+        context=context,
+        device="cpu",
+        progress=False,
+        overwrite=True,
+    )
+    info = {
+        "context": context,
+        "train_seconds": time.perf_counter() - started,
+        "best_epoch": int(result.best_epoch),
+        "best_val_mean_iou": float(result.best_val_ni_iou),
+    }
+    info_path.write_text(json.dumps(info))
+    return path, info
+
+
+def part_tpb(
+    shape: Sequence[int], workdir: Path, context: int, seed: int = TPB_TEST_SEED
+) -> dict[str, Any]:
+    from accuracy import BUDGETS
 
     import volseg
     from volseg import synth
     from volseg.microstructure import remove_small_components
 
-    started = time.perf_counter()
-    model = _common.demo_model(workdir, "cpu", classes=3)
-    train_seconds = time.perf_counter() - started
-    scan = workdir / "held-out.zarr"
+    plain, plain_info = train_three_phase(workdir, "three-phase-z", 0)
+    ctx, ctx_info = train_three_phase(workdir, f"three-phase-context{context}", context)
+    scan = workdir / f"held-out-{'x'.join(map(str, shape))}-seed{seed}.zarr"
     if not scan.exists():
-        synth.write_anode(scan, tuple(shape), seed=11)
+        synth.write_anode(scan, tuple(shape), seed=seed)
     import zarr
 
     truth = zarr.open_array(str(scan / "labels"), mode="r")[...]
     true = volseg.measure_phases(truth, max_radius=4)
+    ni_true = truth == synth.PHASES["ni"]
     rows = []
-    for axes in axes_list:
-        out = workdir / f"pred-{axes}.zarr"
+    segment_seconds = {}
+    for kind, model, axes in (
+        ("z", plain, "z"),
+        ("zyx", plain, "zyx"),
+        (f"z+context{context}", ctx, "z"),
+    ):
+        out = workdir / f"pred-{kind}.zarr"
+        started = time.perf_counter()
         result = volseg.segment(
             scan / "image",
             model,
@@ -216,6 +299,7 @@ def part_tpb(shape: Sequence[int], workdir: Path, axes_list: Sequence[str]) -> d
             progress=False,
             overwrite=True,
         )
+        segment_seconds[kind] = time.perf_counter() - started
         predicted = result.group["labels"]
         for min_size in (0, 10, 50, 200):
             labels = predicted
@@ -223,10 +307,10 @@ def part_tpb(shape: Sequence[int], workdir: Path, axes_list: Sequence[str]) -> d
                 labels = remove_small_components(predicted, min_size)[0].compute()
             labels = np.asarray(labels[...])
             measured = volseg.measure_phases(labels, max_radius=4)
-            ni = labels == 2
-            ni_true = truth == 2
+            ni = labels == synth.PHASES["ni"]
             rows.append(
                 {
+                    "model": kind,
                     "axes": axes,
                     "min_size": min_size,
                     "tpb_density": measured["tpb_density"],
@@ -236,13 +320,20 @@ def part_tpb(shape: Sequence[int], workdir: Path, axes_list: Sequence[str]) -> d
                     "phase_fractions": measured["phase_fractions"],
                 }
             )
-            log.info("tpb %s min_size=%d: %s", axes, min_size, rows[-1])
+            log.info("tpb %s min_size=%d: %s", kind, min_size, rows[-1])
     return {
+        "generator": "volseg.synth.anode, preset v2 (calibrated defaults)",
+        "train_shape": list(TPB_TRAIN_SHAPE),
+        "train_seed": TPB_TRAIN_SEED,
         "scan_shape": list(shape),
-        "model": "demo U-Net (benchmarks/_common.demo_model, 3 classes)",
-        "train_seconds": train_seconds,
+        "scan_seed": seed,
+        "network": "benchmarks/accuracy.py quick budget, classes=3",
+        "network_settings": BUDGETS["quick"]["network"],
+        "models": {"z": plain_info, f"z+context{context}": ctx_info},
+        "segment_seconds": segment_seconds,
         "true_tpb_density": true["tpb_density"],
         "true_ysz_components": true["phases"]["ysz"]["n_components"],
+        "true_phase_fractions": true["phase_fractions"],
         "rows": rows,
     }
 
@@ -254,7 +345,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", type=int, default=None)
     parser.add_argument("--workdir", default=None, help="keep files (and the model) here")
     parser.add_argument(
-        "--axes", nargs="+", default=None, help="segment axes for the tpb part (z, zyx)"
+        "--context", type=int, default=2, help="tpb part: slices per side of the context model"
+    )
+    parser.add_argument(
+        "--scan-seed",
+        type=int,
+        default=TPB_TEST_SEED,
+        help=f"tpb part: seed of the held-out scan ({TPB_TEST_SEED})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="tortuosity part: seconds after which a solver's run is stopped and reported "
+        "as timed out",
     )
     parser.add_argument(
         "--out-of-core-budget",
@@ -274,11 +378,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if "tpb" in args.parts:
         shape = (32, 192, 192) if args.quick else (64, 256, 256)
-        axes_list = args.axes or (["z"] if args.quick else ["z", "zyx"])
-        report["tpb"] = part_tpb(shape, workdir, axes_list)
+        report["tpb"] = part_tpb(shape, workdir, args.context, args.scan_seed)
     if "tortuosity" in args.parts:
         budget = None if args.out_of_core_budget.lower() == "none" else args.out_of_core_budget
-        report["tortuosity"] = part_tortuosity(sizes, 32 if args.quick else 64, workdir, budget)
+        report["tortuosity"] = part_tortuosity(
+            sizes, 32 if args.quick else 64, workdir, budget, args.timeout
+        )
     if "memory" in args.parts:
         shape = (24, 48, 48) if args.quick else (48, 96, 96)
         report["memory"] = part_memory(shape, 24 if args.quick else 48, workdir)
