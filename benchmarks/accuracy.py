@@ -22,6 +22,7 @@ compares the segmentation seconds of one setting with those of ``volseg-z`` in t
 run. Prints one JSON object on stdout; progress goes to stderr::
 
     python benchmarks/accuracy.py --quick [--context 2] [--no-sparse] [--device cpu]
+    python benchmarks/accuracy.py --quick --rows z,context --context 1,2 --train-seed 1
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ BUDGETS["smoke"] = {
     "forest": {"samples": 2000, "trees": 5},
 }
 SPARSE_COUNTS = (1, 2, 5, 10, 20, 50)
+# Rows --rows can choose ("sparse": the labelled-slices curve).
+ROWS = ("otsu", "forest", "z", "zyx", "context", "3phase", "sparse")
 NI = synth.PHASES["ni"]
 
 
@@ -173,6 +176,14 @@ def run(args) -> dict:
     network = dict(budget["network"])
     if args.epochs:
         network["epochs"] = args.epochs
+    network["seed"] = args.train_seed
+    wanted = set(args.rows.split(","))
+    if args.no_sparse:
+        wanted.discard("sparse")
+    unknown = wanted - set(ROWS)
+    if unknown:
+        raise SystemExit(f"unknown rows {sorted(unknown)}; choose from {', '.join(ROWS)}")
+    contexts = [int(k) for k in str(args.context).split(",")]
     shape, n_train, test_start = budget["shape"], budget["train_slices"], budget["test_start"]
     image, labels = synth.anode(shape, seed=args.seed)
     train_image, train_labels = image[:n_train], labels[:n_train]
@@ -181,80 +192,84 @@ def run(args) -> dict:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="volseg-accuracy-"))
     workdir.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict] = {}
+    device = args.device
     try:
-        started = time.perf_counter()
-        otsu = metrics.threshold_baseline(test_image, test_labels, ni_label=NI, sample_step=1)
-        rows["multi-otsu"] = {
-            **ni_scores(test_image > otsu["threshold"], truth_ni),
-            "seconds": round(time.perf_counter() - started, 2),
-        }
-        log.info("multi-otsu %s", rows["multi-otsu"])
+        if "otsu" in wanted:
+            started = time.perf_counter()
+            otsu = metrics.threshold_baseline(test_image, test_labels, ni_label=NI, sample_step=1)
+            rows["multi-otsu"] = {
+                **ni_scores(test_image > otsu["threshold"], truth_ni),
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+            log.info("multi-otsu %s", rows["multi-otsu"])
 
-        started = time.perf_counter()
-        forest = train_forest(
-            train_image,
-            train_labels,
-            range(n_train),
-            budget["forest"]["samples"],
-            args.seed,
-            budget["forest"]["trees"],
-        )
-        trained = time.perf_counter() - started
-        predicted = predict_forest(forest, test_image)
-        rows["random-forest"] = {
-            **ni_scores(predicted == NI, truth_ni),
-            "phase_iou": phase_ious(predicted, test_labels),
-            "train_seconds": round(trained, 2),
-            "segment_seconds": round(time.perf_counter() - started - trained, 2),
-        }
-        log.info("random-forest %s", rows["random-forest"])
+        if "forest" in wanted:
+            started = time.perf_counter()
+            forest = train_forest(
+                train_image,
+                train_labels,
+                range(n_train),
+                budget["forest"]["samples"],
+                args.seed,
+                budget["forest"]["trees"],
+            )
+            trained = time.perf_counter() - started
+            predicted = predict_forest(forest, test_image)
+            rows["random-forest"] = {
+                **ni_scores(predicted == NI, truth_ni),
+                "phase_iou": phase_ious(predicted, test_labels),
+                "train_seconds": round(trained, 2),
+                "segment_seconds": round(time.perf_counter() - started - trained, 2),
+            }
+            log.info("random-forest %s", rows["random-forest"])
 
-        device = args.device
-        model_z, train_z = train_network(workdir, "z", train_image, train_labels, network, device)
-        for name, axes in (("volseg-z", "z"), ("volseg-zyx", "zyx")):
-            mask, seconds = segment_test(model_z, test_image, device, args.repeats, axes=axes)
-            rows[name] = {
+        if wanted & {"z", "zyx"}:
+            model_z, train_z = train_network(
+                workdir, "z", train_image, train_labels, network, device
+            )
+            for name, axes in (("volseg-z", "z"), ("volseg-zyx", "zyx")):
+                if axes not in wanted:
+                    continue
+                mask, seconds = segment_test(model_z, test_image, device, args.repeats, axes=axes)
+                rows[name] = {
+                    **ni_scores(mask, truth_ni),
+                    "train_seconds": round(train_z, 2),
+                    "segment_seconds": round(seconds, 2),
+                }
+                log.info("%s %s", name, rows[name])
+
+        for k in contexts if "context" in wanted else []:
+            model_c, train_c = train_network(
+                workdir, f"context{k}", train_image, train_labels, network, device, context=k
+            )
+            mask, seconds = segment_test(model_c, test_image, device, args.repeats)
+            rows[f"volseg-z+context{k}"] = {
                 **ni_scores(mask, truth_ni),
-                "train_seconds": round(train_z, 2),
+                "train_seconds": round(train_c, 2),
                 "segment_seconds": round(seconds, 2),
             }
-            log.info("%s %s", name, rows[name])
+            log.info("context%d %s", k, rows[f"volseg-z+context{k}"])
 
-        k = args.context
-        model_c, train_c = train_network(
-            workdir, "context", train_image, train_labels, network, device, context=k
-        )
-        mask, seconds = segment_test(model_c, test_image, device, args.repeats)
-        rows[f"volseg-z+context{k}"] = {
-            **ni_scores(mask, truth_ni),
-            "train_seconds": round(train_c, 2),
-            "segment_seconds": round(seconds, 2),
-        }
-        log.info("context %s", rows[f"volseg-z+context{k}"])
+        if "3phase" in wanted:
+            model_3, train_3 = train_network(
+                workdir, "3phase", train_image, train_labels, network, device, classes=3
+            )
+            predicted, seconds = segment_test(model_3, test_image, device, args.repeats)
+            rows["volseg-3phase-z"] = {
+                **ni_scores(predicted == NI, truth_ni),
+                "phase_iou": phase_ious(predicted, test_labels),
+                "train_seconds": round(train_3, 2),
+                "segment_seconds": round(seconds, 2),
+            }
+            log.info("3phase %s", rows["volseg-3phase-z"])
 
-        model_3, train_3 = train_network(
-            workdir, "3phase", train_image, train_labels, network, device, classes=3
-        )
-        predicted, seconds = segment_test(model_3, test_image, device, args.repeats)
-        rows["volseg-3phase-z"] = {
-            **ni_scores(predicted == NI, truth_ni),
-            "phase_iou": phase_ious(predicted, test_labels),
-            "train_seconds": round(train_3, 2),
-            "segment_seconds": round(seconds, 2),
-        }
-        log.info("3phase %s", rows["volseg-3phase-z"])
-
-        z_seconds = rows["volseg-z"]["segment_seconds"]
-        for row in rows.values():
-            if (
-                "segment_seconds" in row
-                and "train_seconds" in row
-                and row is not rows["random-forest"]
-            ):
+        z_seconds = rows.get("volseg-z", {}).get("segment_seconds")
+        for name, row in rows.items():
+            if name.startswith("volseg-") and z_seconds:
                 row["cost_vs_z"] = round(row["segment_seconds"] / z_seconds, 2)
 
         sparse = []
-        counts = [] if args.no_sparse else [c for c in SPARSE_COUNTS if c <= n_train]
+        counts = [c for c in SPARSE_COUNTS if c <= n_train] if "sparse" in wanted else []
         for count in counts:
             slices = evenly_spaced(count, n_train)
             path, seconds = train_network(
@@ -291,7 +306,20 @@ def run(args) -> dict:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    z, ctx, zyx = rows["volseg-z"], rows[f"volseg-z+context{k}"], rows["volseg-zyx"]
+    checks = {}
+    z, zyx = rows.get("volseg-z"), rows.get("volseg-zyx")
+    if z and "random-forest" in rows:
+        checks["volseg_z_minus_forest"] = round(z["ni_iou"] - rows["random-forest"]["ni_iou"], 4)
+    for k in contexts:
+        ctx = rows.get(f"volseg-z+context{k}")
+        if ctx and z:
+            checks[f"context{k}_minus_z"] = round(ctx["ni_iou"] - z["ni_iou"], 4)
+        if ctx and zyx:
+            checks[f"context{k}_minus_zyx"] = round(ctx["ni_iou"] - zyx["ni_iou"], 4)
+        if ctx and "cost_vs_z" in ctx:
+            checks[f"context{k}_cost_vs_z"] = ctx["cost_vs_z"]
+    if zyx and "cost_vs_z" in zyx:
+        checks["zyx_cost_vs_z"] = zyx["cost_vs_z"]
     return {
         "benchmark": "accuracy",
         "volume": {
@@ -310,15 +338,12 @@ def run(args) -> dict:
             "grad clip 1.0, EMA 0.999",
             "crops_seen": network["epochs"] * network["steps_per_epoch"] * network["batch_size"],
             "forest": {**budget["forest"], "features": 26, "sigmas": list(SIGMAS)},
-            "context": k,
+            "context": contexts,
+            "train_seed": args.train_seed,
         },
+        "rows": sorted(wanted),
         "methods": rows,
-        "checks": {
-            "volseg_z_minus_forest": round(z["ni_iou"] - rows["random-forest"]["ni_iou"], 4),
-            "context_minus_zyx": round(ctx["ni_iou"] - zyx["ni_iou"], 4),
-            "context_cost_vs_z": ctx["cost_vs_z"],
-            "zyx_cost_vs_z": zyx["cost_vs_z"],
-        },
+        "checks": checks,
         "sparse_labels": sparse,
         "machine": {
             **machine(torch.cuda.is_available() and args.device != "cpu"),
@@ -333,7 +358,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="small budget for 2 CPU cores")
     parser.add_argument("--smoke", action="store_true", help="tiny run: check the code paths")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1)")
-    parser.add_argument("--context", type=int, default=2, help="slices per side (2)")
+    parser.add_argument(
+        "--context", default="2", help="slices per side; several as a list, e.g. 1,2 (2)"
+    )
+    parser.add_argument(
+        "--rows", default=",".join(ROWS), help=f"rows to run, from {','.join(ROWS)} (all)"
+    )
+    parser.add_argument(
+        "--train-seed", type=int, default=0, help="volseg.train's seed (crops, init) (0)"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="override the budget's epochs")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument(
