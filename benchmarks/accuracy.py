@@ -23,6 +23,7 @@ run. Prints one JSON object on stdout; progress goes to stderr::
 
     python benchmarks/accuracy.py --quick [--context 2] [--no-sparse] [--device cpu]
     python benchmarks/accuracy.py --quick --rows z,context --context 1,2 --train-seed 1
+    python benchmarks/accuracy.py --summarise results/accuracy-study-*.json
 """
 
 from __future__ import annotations
@@ -360,6 +361,55 @@ def run(args) -> dict:
     }
 
 
+def summarise(paths: list[str]) -> dict:
+    """Mean, spread and paired differences of the rows of several runs (one per train seed).
+
+    Runs are grouped by budget (epochs x steps x crops) and paired by train seed: a
+    difference between two rows is taken within each seed that has both.
+    """
+    groups: dict[str, dict[int, dict]] = {}
+    for path in paths:
+        figures = json.loads(Path(path).read_text())
+        budget = figures["budget"]
+        key = f"{budget['mode']}, {budget['crops_seen']} crops"
+        seed = int(budget.get("train_seed", 0))
+        groups.setdefault(key, {}).setdefault(seed, {}).update(
+            {name: row["ni_iou"] for name, row in figures["methods"].items()}
+        )
+    out = {}
+    for key, seeds in groups.items():
+        # z first, then zyx, then the rest: a difference is a later row minus an earlier one
+        names = sorted(
+            {name for rows in seeds.values() for name in rows},
+            key=lambda n: (n != "volseg-z", n != "volseg-zyx", n),
+        )
+        rows = {}
+        for name in names:
+            values = np.array([r[name] for r in seeds.values() if name in r])
+            rows[name] = {
+                "runs": len(values),
+                "seeds": sorted(s for s, r in seeds.items() if name in r),
+                "mean": round(float(values.mean()), 4),
+                "sd": round(float(values.std(ddof=1)), 4) if len(values) > 1 else None,
+                "min": round(float(values.min()), 4),
+                "max": round(float(values.max()), 4),
+            }
+        paired = {}
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                diffs = np.array([r[b] - r[a] for r in seeds.values() if a in r and b in r])
+                if len(diffs) > 1:
+                    paired[f"{b} - {a}"] = {
+                        "runs": len(diffs),
+                        "mean": round(float(diffs.mean()), 4),
+                        "sd": round(float(diffs.std(ddof=1)), 4),
+                        "min": round(float(diffs.min()), 4),
+                        "max": round(float(diffs.max()), 4),
+                    }
+        out[key] = {"rows": rows, "paired_differences": paired}
+    return {"benchmark": "accuracy-summary", "runs": sorted(paths), "groups": out}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small budget for 2 CPU cores")
@@ -386,7 +436,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-sparse", action="store_true", help="skip the labelled-slices curve")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--keep", action="store_true", help="keep the trained models")
+    parser.add_argument(
+        "--summarise",
+        nargs="+",
+        metavar="JSON",
+        help="print the mean and spread of the rows of earlier runs (one per train seed)",
+    )
     args = parser.parse_args(argv)
+    if args.summarise:
+        figures = summarise(args.summarise)
+        print(json.dumps(figures, indent=2))
+        return figures
     # One torch thread: on a shared 2-core machine two spinning threads lose most of their speed.
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
