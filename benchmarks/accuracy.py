@@ -24,6 +24,7 @@ run. Prints one JSON object on stdout; progress goes to stderr::
     python benchmarks/accuracy.py --quick [--context 2] [--no-sparse] [--device cpu]
     python benchmarks/accuracy.py --quick --rows z,context --context 1,2 --train-seed 1
     python benchmarks/accuracy.py --summarise results/accuracy-study-*.json
+    python benchmarks/accuracy.py --quick --profile z.pt context1.pt  # models kept by --keep
 """
 
 from __future__ import annotations
@@ -361,6 +362,50 @@ def run(args) -> dict:
     }
 
 
+def profile(args) -> dict:
+    """Ni IoU of trained models along the whole volume, 8 slices at a time.
+
+    Each model segments the whole volume (all 96 slices, so a context model has real
+    neighbours everywhere); the test slab's false positives and negatives say whether
+    the model calls too much or too little Ni there.
+    """
+    budget = BUDGETS["smoke" if args.smoke else "quick" if args.quick else "full"]
+    image, labels = synth.anode(budget["shape"], seed=args.seed)
+    truth = labels == NI
+    test = slice(budget["test_start"], None)
+    out = {}
+    for path in args.profile:
+        result = volseg.segment(
+            image, model=path, chunks=(16, *image.shape[1:]), device=args.device, progress=False
+        )
+        mask = np.asarray(result.mask[...]).astype(bool)
+        inter = np.logical_and(mask, truth).sum(axis=(1, 2))
+        union = np.logical_or(mask, truth).sum(axis=(1, 2))
+        out[str(path)] = {
+            "ni_iou_per_8_slices": [
+                round(float(inter[z : z + 8].sum() / max(union[z : z + 8].sum(), 1)), 4)
+                for z in range(0, len(inter), 8)
+            ],
+            "test_false_positives": int(np.logical_and(mask[test], ~truth[test]).sum()),
+            "test_false_negatives": int(np.logical_and(~mask[test], truth[test]).sum()),
+        }
+        log.info("%s %s", path, out[str(path)])
+    grey = {
+        name: [
+            round(float(image[z : z + 8][labels[z : z + 8] == value].mean()))
+            for z in range(0, image.shape[0], 8)
+        ]
+        for name, value in synth.PHASES.items()
+    }
+    return {
+        "benchmark": "accuracy-profile",
+        "volume": {"shape": list(budget["shape"]), "seed": args.seed},
+        "test_slices": [budget["test_start"], budget["shape"][0]],
+        "grey_mean_per_8_slices": grey,
+        "models": out,
+    }
+
+
 def summarise(paths: list[str]) -> dict:
     """Mean, spread and paired differences of the rows of several runs (one per train seed).
 
@@ -442,7 +487,18 @@ def main(argv=None) -> dict:
         metavar="JSON",
         help="print the mean and spread of the rows of earlier runs (one per train seed)",
     )
+    parser.add_argument(
+        "--profile",
+        nargs="+",
+        metavar="MODEL",
+        help="Ni IoU of trained models (--keep) along the whole volume, 8 slices at a time",
+    )
     args = parser.parse_args(argv)
+    if args.profile:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
+        figures = profile(args)
+        print(json.dumps(figures, indent=2))
+        return figures
     if args.summarise:
         figures = summarise(args.summarise)
         print(json.dumps(figures, indent=2))
