@@ -21,7 +21,7 @@ Every network gets the same budget (epochs x steps x batch of crops); ``cost_vs_
 compares the segmentation seconds of one setting with those of ``volseg-z`` in the same
 run. Prints one JSON object on stdout; progress goes to stderr::
 
-    python benchmarks/accuracy.py --quick [--context 2] [--no-sparse] [--device cpu]
+    python benchmarks/accuracy.py --quick [--context 1,2] [--no-sparse] [--device cpu]
     python benchmarks/accuracy.py --quick --rows z,context --context 1,2 --train-seed 1
     python benchmarks/accuracy.py --summarise results/accuracy-study-*.json
     python benchmarks/accuracy.py --quick --profile z.pt context1.pt  # models kept by --keep
@@ -460,9 +460,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="small budget for 2 CPU cores")
     parser.add_argument("--smoke", action="store_true", help="tiny run: check the code paths")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1)")
-    parser.add_argument(
-        "--context", default="2", help="slices per side; several as a list, e.g. 1,2 (2)"
-    )
+    parser.add_argument("--context", default="1,2", help="slices per side; several as a list (1,2)")
     parser.add_argument(
         "--rows", default=",".join(ROWS), help=f"rows to run, from {','.join(ROWS)} (all)"
     )
