@@ -118,7 +118,9 @@ def phase_ious(predicted: np.ndarray, truth: np.ndarray) -> dict:
     return out
 
 
-def train_network(workdir, name, image, labels, network, device, **kwargs) -> tuple[Path, float]:
+def train_network(workdir, name, image, labels, network, device, **kwargs) -> tuple:
+    """Train one model; returns its path, the training seconds and its best validation
+    Ni IoU (on the last training slices, inside the training grey range)."""
     path = workdir / f"{name}.pt"
     started = time.perf_counter()
     result = volseg.train(
@@ -140,7 +142,7 @@ def train_network(workdir, name, image, labels, network, device, **kwargs) -> tu
         result.best_val_ni_iou,
         seconds,
     )
-    return path, seconds
+    return path, seconds, round(float(result.best_val_ni_iou), 4)
 
 
 def segment_test(model: Path, image: np.ndarray, device: str, **modes) -> tuple[np.ndarray, float]:
@@ -221,7 +223,7 @@ def run(args) -> dict:
             log.info("random-forest %s", rows["random-forest"])
 
         if wanted & {"z", "zyx"}:
-            model_z, train_z = train_network(
+            model_z, train_z, val_z = train_network(
                 workdir, "z", train_image, train_labels, network, device
             )
             for name, axes in (("volseg-z", "z"), ("volseg-zyx", "zyx")):
@@ -232,26 +234,28 @@ def run(args) -> dict:
                     timed[name] = (model_z, {"axes": axes})
                 rows[name] = {
                     **ni_scores(mask, truth_ni),
+                    "val_ni_iou": val_z,
                     "train_seconds": round(train_z, 2),
                     "segment_seconds": round(seconds, 2),
                 }
                 log.info("%s %s", name, rows[name])
 
         for k in contexts if "context" in wanted else []:
-            model_c, train_c = train_network(
+            model_c, train_c, val_c = train_network(
                 workdir, f"context{k}", train_image, train_labels, network, device, context=k
             )
             mask, seconds = segment_test(model_c, test_image, device)
             timed[f"volseg-z+context{k}"] = (model_c, {})
             rows[f"volseg-z+context{k}"] = {
                 **ni_scores(mask, truth_ni),
+                "val_ni_iou": val_c,
                 "train_seconds": round(train_c, 2),
                 "segment_seconds": round(seconds, 2),
             }
             log.info("context%d %s", k, rows[f"volseg-z+context{k}"])
 
         if "3phase" in wanted:
-            model_3, train_3 = train_network(
+            model_3, train_3, val_3 = train_network(
                 workdir, "3phase", train_image, train_labels, network, device, classes=3
             )
             predicted, seconds = segment_test(model_3, test_image, device)
@@ -259,6 +263,7 @@ def run(args) -> dict:
             rows["volseg-3phase-z"] = {
                 **ni_scores(predicted == NI, truth_ni),
                 "phase_iou": phase_ious(predicted, test_labels),
+                "val_ni_iou": val_3,
                 "train_seconds": round(train_3, 2),
                 "segment_seconds": round(seconds, 2),
             }
@@ -280,7 +285,7 @@ def run(args) -> dict:
         counts = [c for c in SPARSE_COUNTS if c <= n_train] if "sparse" in wanted else []
         for count in counts:
             slices = evenly_spaced(count, n_train)
-            path, seconds = train_network(
+            path, seconds, _ = train_network(
                 workdir,
                 f"sparse{count}",
                 train_image,
