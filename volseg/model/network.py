@@ -136,7 +136,6 @@ def _load_encoder_file(encoder: torch.nn.Module, path: Path, context: int = 0) -
             and target.ndim == 4
             and value.shape[1] == 3
             and target.shape[1] == channels
-            and (context or channels != 3)
         ):
             # RGB first conv -> grey (centre slice of a context model)
             state[key] = _grey_first_conv(value, channels, context)
