@@ -21,7 +21,10 @@ Every network gets the same budget (epochs x steps x batch of crops); ``cost_vs_
 compares the segmentation seconds of one setting with those of ``volseg-z`` in the same
 run. Prints one JSON object on stdout; progress goes to stderr::
 
-    python benchmarks/accuracy.py --quick [--context 2] [--no-sparse] [--device cpu]
+    python benchmarks/accuracy.py --quick [--context 1,2] [--no-sparse] [--device cpu]
+    python benchmarks/accuracy.py --quick --rows z,context --context 1,2 --train-seed 1
+    python benchmarks/accuracy.py --summarise results/accuracy-study-*.json
+    python benchmarks/accuracy.py --quick --profile z.pt context1.pt  # models kept by --keep
 """
 
 from __future__ import annotations
@@ -91,6 +94,8 @@ BUDGETS["smoke"] = {
     "forest": {"samples": 2000, "trees": 5},
 }
 SPARSE_COUNTS = (1, 2, 5, 10, 20, 50)
+# Rows --rows can choose ("sparse": the labelled-slices curve).
+ROWS = ("otsu", "forest", "z", "zyx", "context", "3phase", "sparse")
 NI = synth.PHASES["ni"]
 
 
@@ -113,7 +118,9 @@ def phase_ious(predicted: np.ndarray, truth: np.ndarray) -> dict:
     return out
 
 
-def train_network(workdir, name, image, labels, network, device, **kwargs) -> tuple[Path, float]:
+def train_network(workdir, name, image, labels, network, device, **kwargs) -> tuple:
+    """Train one model; returns its path, the training seconds and its best validation
+    Ni IoU (on the last training slices, inside the training grey range)."""
     path = workdir / f"{name}.pt"
     started = time.perf_counter()
     result = volseg.train(
@@ -135,27 +142,21 @@ def train_network(workdir, name, image, labels, network, device, **kwargs) -> tu
         result.best_val_ni_iou,
         seconds,
     )
-    return path, seconds
+    return path, seconds, round(float(result.best_val_ni_iou), 4)
 
 
-def segment_test(
-    model: Path, image: np.ndarray, device: str, repeats: int = 1, **modes
-) -> tuple[np.ndarray, float]:
-    """Segment the test slab; returns the predicted labels (or Ni mask) and the seconds
-    of the fastest of ``repeats`` runs (other jobs on a shared machine slow some runs)."""
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = volseg.segment(
-            image,
-            model=model,
-            chunks=(image.shape[0] // 2, *image.shape[1:]),
-            device=device,
-            progress=False,
-            **modes,
-        )
-        times.append(time.perf_counter() - started)
-    seconds = min(times)
+def segment_test(model: Path, image: np.ndarray, device: str, **modes) -> tuple[np.ndarray, float]:
+    """Segment the test slab; returns the predicted labels (or Ni mask) and the seconds."""
+    started = time.perf_counter()
+    result = volseg.segment(
+        image,
+        model=model,
+        chunks=(image.shape[0] // 2, *image.shape[1:]),
+        device=device,
+        progress=False,
+        **modes,
+    )
+    seconds = time.perf_counter() - started
     if result.group is not None and "labels" in result.group:
         return np.asarray(result.group["labels"][...]), seconds
     return np.asarray(result.mask[...]).astype(bool), seconds
@@ -173,6 +174,14 @@ def run(args) -> dict:
     network = dict(budget["network"])
     if args.epochs:
         network["epochs"] = args.epochs
+    network["seed"] = args.train_seed
+    wanted = set(args.rows.split(","))
+    if args.no_sparse:
+        wanted.discard("sparse")
+    unknown = wanted - set(ROWS)
+    if unknown:
+        raise SystemExit(f"unknown rows {sorted(unknown)}; choose from {', '.join(ROWS)}")
+    contexts = [int(k) for k in str(args.context).split(",")]
     shape, n_train, test_start = budget["shape"], budget["train_slices"], budget["test_start"]
     image, labels = synth.anode(shape, seed=args.seed)
     train_image, train_labels = image[:n_train], labels[:n_train]
@@ -181,83 +190,102 @@ def run(args) -> dict:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="volseg-accuracy-"))
     workdir.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict] = {}
+    timed: dict[str, tuple] = {}  # single-plane rows timed again, in interleaved rounds
+    device = args.device
     try:
-        started = time.perf_counter()
-        otsu = metrics.threshold_baseline(test_image, test_labels, ni_label=NI, sample_step=1)
-        rows["multi-otsu"] = {
-            **ni_scores(test_image > otsu["threshold"], truth_ni),
-            "seconds": round(time.perf_counter() - started, 2),
-        }
-        log.info("multi-otsu %s", rows["multi-otsu"])
+        if "otsu" in wanted:
+            started = time.perf_counter()
+            otsu = metrics.threshold_baseline(test_image, test_labels, ni_label=NI, sample_step=1)
+            rows["multi-otsu"] = {
+                **ni_scores(test_image > otsu["threshold"], truth_ni),
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+            log.info("multi-otsu %s", rows["multi-otsu"])
 
-        started = time.perf_counter()
-        forest = train_forest(
-            train_image,
-            train_labels,
-            range(n_train),
-            budget["forest"]["samples"],
-            args.seed,
-            budget["forest"]["trees"],
-        )
-        trained = time.perf_counter() - started
-        predicted = predict_forest(forest, test_image)
-        rows["random-forest"] = {
-            **ni_scores(predicted == NI, truth_ni),
-            "phase_iou": phase_ious(predicted, test_labels),
-            "train_seconds": round(trained, 2),
-            "segment_seconds": round(time.perf_counter() - started - trained, 2),
-        }
-        log.info("random-forest %s", rows["random-forest"])
+        if "forest" in wanted:
+            started = time.perf_counter()
+            forest = train_forest(
+                train_image,
+                train_labels,
+                range(n_train),
+                budget["forest"]["samples"],
+                args.seed,
+                budget["forest"]["trees"],
+            )
+            trained = time.perf_counter() - started
+            predicted = predict_forest(forest, test_image)
+            rows["random-forest"] = {
+                **ni_scores(predicted == NI, truth_ni),
+                "phase_iou": phase_ious(predicted, test_labels),
+                "train_seconds": round(trained, 2),
+                "segment_seconds": round(time.perf_counter() - started - trained, 2),
+            }
+            log.info("random-forest %s", rows["random-forest"])
 
-        device = args.device
-        model_z, train_z = train_network(workdir, "z", train_image, train_labels, network, device)
-        for name, axes in (("volseg-z", "z"), ("volseg-zyx", "zyx")):
-            mask, seconds = segment_test(model_z, test_image, device, args.repeats, axes=axes)
-            rows[name] = {
+        if wanted & {"z", "zyx"}:
+            model_z, train_z, val_z = train_network(
+                workdir, "z", train_image, train_labels, network, device
+            )
+            for name, axes in (("volseg-z", "z"), ("volseg-zyx", "zyx")):
+                if axes not in wanted:
+                    continue
+                mask, seconds = segment_test(model_z, test_image, device, axes=axes)
+                if axes == "z":
+                    timed[name] = (model_z, {"axes": axes})
+                rows[name] = {
+                    **ni_scores(mask, truth_ni),
+                    "val_ni_iou": val_z,
+                    "train_seconds": round(train_z, 2),
+                    "segment_seconds": round(seconds, 2),
+                }
+                log.info("%s %s", name, rows[name])
+
+        for k in contexts if "context" in wanted else []:
+            model_c, train_c, val_c = train_network(
+                workdir, f"context{k}", train_image, train_labels, network, device, context=k
+            )
+            mask, seconds = segment_test(model_c, test_image, device)
+            timed[f"volseg-z+context{k}"] = (model_c, {})
+            rows[f"volseg-z+context{k}"] = {
                 **ni_scores(mask, truth_ni),
-                "train_seconds": round(train_z, 2),
+                "val_ni_iou": val_c,
+                "train_seconds": round(train_c, 2),
                 "segment_seconds": round(seconds, 2),
             }
-            log.info("%s %s", name, rows[name])
+            log.info("context%d %s", k, rows[f"volseg-z+context{k}"])
 
-        k = args.context
-        model_c, train_c = train_network(
-            workdir, "context", train_image, train_labels, network, device, context=k
-        )
-        mask, seconds = segment_test(model_c, test_image, device, args.repeats)
-        rows[f"volseg-z+context{k}"] = {
-            **ni_scores(mask, truth_ni),
-            "train_seconds": round(train_c, 2),
-            "segment_seconds": round(seconds, 2),
-        }
-        log.info("context %s", rows[f"volseg-z+context{k}"])
+        if "3phase" in wanted:
+            model_3, train_3, val_3 = train_network(
+                workdir, "3phase", train_image, train_labels, network, device, classes=3
+            )
+            predicted, seconds = segment_test(model_3, test_image, device)
+            timed["volseg-3phase-z"] = (model_3, {})
+            rows["volseg-3phase-z"] = {
+                **ni_scores(predicted == NI, truth_ni),
+                "phase_iou": phase_ious(predicted, test_labels),
+                "val_ni_iou": val_3,
+                "train_seconds": round(train_3, 2),
+                "segment_seconds": round(seconds, 2),
+            }
+            log.info("3phase %s", rows["volseg-3phase-z"])
 
-        model_3, train_3 = train_network(
-            workdir, "3phase", train_image, train_labels, network, device, classes=3
-        )
-        predicted, seconds = segment_test(model_3, test_image, device, args.repeats)
-        rows["volseg-3phase-z"] = {
-            **ni_scores(predicted == NI, truth_ni),
-            "phase_iou": phase_ious(predicted, test_labels),
-            "train_seconds": round(train_3, 2),
-            "segment_seconds": round(seconds, 2),
-        }
-        log.info("3phase %s", rows["volseg-3phase-z"])
-
-        z_seconds = rows["volseg-z"]["segment_seconds"]
-        for row in rows.values():
-            if (
-                "segment_seconds" in row
-                and "train_seconds" in row
-                and row is not rows["random-forest"]
-            ):
+        # Time the single-plane settings in rounds, each round every setting once, so
+        # that load from other jobs falls on all of them alike; keep each one's fastest.
+        for _ in range(args.repeats):
+            for name, (model, modes) in timed.items():
+                _, seconds = segment_test(model, test_image, device, **modes)
+                row = rows[name]
+                row["segment_seconds"] = round(min(row["segment_seconds"], seconds), 2)
+        z_seconds = rows.get("volseg-z", {}).get("segment_seconds")
+        for name, row in rows.items():
+            if name.startswith("volseg-") and z_seconds:
                 row["cost_vs_z"] = round(row["segment_seconds"] / z_seconds, 2)
 
         sparse = []
-        counts = [] if args.no_sparse else [c for c in SPARSE_COUNTS if c <= n_train]
+        counts = [c for c in SPARSE_COUNTS if c <= n_train] if "sparse" in wanted else []
         for count in counts:
             slices = evenly_spaced(count, n_train)
-            path, seconds = train_network(
+            path, seconds, _ = train_network(
                 workdir,
                 f"sparse{count}",
                 train_image,
@@ -291,7 +319,20 @@ def run(args) -> dict:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    z, ctx, zyx = rows["volseg-z"], rows[f"volseg-z+context{k}"], rows["volseg-zyx"]
+    checks = {}
+    z, zyx = rows.get("volseg-z"), rows.get("volseg-zyx")
+    if z and "random-forest" in rows:
+        checks["volseg_z_minus_forest"] = round(z["ni_iou"] - rows["random-forest"]["ni_iou"], 4)
+    for k in contexts:
+        ctx = rows.get(f"volseg-z+context{k}")
+        if ctx and z:
+            checks[f"context{k}_minus_z"] = round(ctx["ni_iou"] - z["ni_iou"], 4)
+        if ctx and zyx:
+            checks[f"context{k}_minus_zyx"] = round(ctx["ni_iou"] - zyx["ni_iou"], 4)
+        if ctx and "cost_vs_z" in ctx:
+            checks[f"context{k}_cost_vs_z"] = ctx["cost_vs_z"]
+    if zyx and "cost_vs_z" in zyx:
+        checks["zyx_cost_vs_z"] = zyx["cost_vs_z"]
     return {
         "benchmark": "accuracy",
         "volume": {
@@ -304,21 +345,19 @@ def run(args) -> dict:
         "budget": {
             "mode": mode,
             "torch_threads": torch.get_num_threads(),
-            "segment_seconds": f"fastest of {args.repeats} runs",
+            "segment_seconds": f"fastest of {args.repeats + 1} runs, in interleaved rounds "
+            "(zyx: one run)",
             "network": network,
             "training_defaults": "AdamW lr 1e-3 wd 1e-4, 5% warm-up + cosine, "
             "grad clip 1.0, EMA 0.999",
             "crops_seen": network["epochs"] * network["steps_per_epoch"] * network["batch_size"],
             "forest": {**budget["forest"], "features": 26, "sigmas": list(SIGMAS)},
-            "context": k,
+            "context": contexts,
+            "train_seed": args.train_seed,
         },
+        "rows": sorted(wanted),
         "methods": rows,
-        "checks": {
-            "volseg_z_minus_forest": round(z["ni_iou"] - rows["random-forest"]["ni_iou"], 4),
-            "context_minus_zyx": round(ctx["ni_iou"] - zyx["ni_iou"], 4),
-            "context_cost_vs_z": ctx["cost_vs_z"],
-            "zyx_cost_vs_z": zyx["cost_vs_z"],
-        },
+        "checks": checks,
         "sparse_labels": sparse,
         "machine": {
             **machine(torch.cuda.is_available() and args.device != "cpu"),
@@ -328,22 +367,145 @@ def run(args) -> dict:
     }
 
 
+def profile(args) -> dict:
+    """Ni IoU of trained models along the whole volume, 8 slices at a time.
+
+    Each model segments the whole volume (all 96 slices, so a context model has real
+    neighbours everywhere); the test slab's false positives and negatives say whether
+    the model calls too much or too little Ni there.
+    """
+    budget = BUDGETS["smoke" if args.smoke else "quick" if args.quick else "full"]
+    image, labels = synth.anode(budget["shape"], seed=args.seed)
+    truth = labels == NI
+    test = slice(budget["test_start"], None)
+    out = {}
+    for path in args.profile:
+        result = volseg.segment(
+            image, model=path, chunks=(16, *image.shape[1:]), device=args.device, progress=False
+        )
+        mask = np.asarray(result.mask[...]).astype(bool)
+        inter = np.logical_and(mask, truth).sum(axis=(1, 2))
+        union = np.logical_or(mask, truth).sum(axis=(1, 2))
+        out[str(path)] = {
+            "ni_iou_per_8_slices": [
+                round(float(inter[z : z + 8].sum() / max(union[z : z + 8].sum(), 1)), 4)
+                for z in range(0, len(inter), 8)
+            ],
+            "test_false_positives": int(np.logical_and(mask[test], ~truth[test]).sum()),
+            "test_false_negatives": int(np.logical_and(~mask[test], truth[test]).sum()),
+        }
+        log.info("%s %s", path, out[str(path)])
+    grey = {
+        name: [
+            round(float(image[z : z + 8][labels[z : z + 8] == value].mean()))
+            for z in range(0, image.shape[0], 8)
+        ]
+        for name, value in synth.PHASES.items()
+    }
+    return {
+        "benchmark": "accuracy-profile",
+        "volume": {"shape": list(budget["shape"]), "seed": args.seed},
+        "test_slices": [budget["test_start"], budget["shape"][0]],
+        "grey_mean_per_8_slices": grey,
+        "models": out,
+    }
+
+
+def summarise(paths: list[str]) -> dict:
+    """Mean, spread and paired differences of the rows of several runs (one per train seed).
+
+    Runs are grouped by budget (epochs x steps x crops) and paired by train seed: a
+    difference between two rows is taken within each seed that has both.
+    """
+    groups: dict[str, dict[int, dict]] = {}
+    for path in paths:
+        figures = json.loads(Path(path).read_text())
+        budget = figures["budget"]
+        key = f"{budget['mode']}, {budget['crops_seen']} crops"
+        seed = int(budget.get("train_seed", 0))
+        groups.setdefault(key, {}).setdefault(seed, {}).update(
+            {name: row["ni_iou"] for name, row in figures["methods"].items()}
+        )
+    out = {}
+    for key, seeds in groups.items():
+        # z first, then zyx, then the rest: a difference is a later row minus an earlier one
+        names = sorted(
+            {name for rows in seeds.values() for name in rows},
+            key=lambda n: (n != "volseg-z", n != "volseg-zyx", n),
+        )
+        rows = {}
+        for name in names:
+            values = np.array([r[name] for r in seeds.values() if name in r])
+            rows[name] = {
+                "runs": len(values),
+                "seeds": sorted(s for s, r in seeds.items() if name in r),
+                "mean": round(float(values.mean()), 4),
+                "sd": round(float(values.std(ddof=1)), 4) if len(values) > 1 else None,
+                "min": round(float(values.min()), 4),
+                "max": round(float(values.max()), 4),
+            }
+        paired = {}
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                diffs = np.array([r[b] - r[a] for r in seeds.values() if a in r and b in r])
+                if len(diffs) > 1:
+                    paired[f"{b} - {a}"] = {
+                        "runs": len(diffs),
+                        "mean": round(float(diffs.mean()), 4),
+                        "sd": round(float(diffs.std(ddof=1)), 4),
+                        "min": round(float(diffs.min()), 4),
+                        "max": round(float(diffs.max()), 4),
+                    }
+        out[key] = {"rows": rows, "paired_differences": paired}
+    return {"benchmark": "accuracy-summary", "runs": sorted(paths), "groups": out}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small budget for 2 CPU cores")
     parser.add_argument("--smoke", action="store_true", help="tiny run: check the code paths")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1)")
-    parser.add_argument("--context", type=int, default=2, help="slices per side (2)")
+    parser.add_argument("--context", default="1,2", help="slices per side; several as a list (1,2)")
+    parser.add_argument(
+        "--rows", default=",".join(ROWS), help=f"rows to run, from {','.join(ROWS)} (all)"
+    )
+    parser.add_argument(
+        "--train-seed", type=int, default=0, help="volseg.train's seed (crops, init) (0)"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="override the budget's epochs")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument(
-        "--repeats", type=int, default=2, help="segmentations timed per setting; the fastest"
+        "--repeats",
+        type=int,
+        default=3,
+        help="extra interleaved timing rounds of the single-plane settings; the fastest (3)",
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-sparse", action="store_true", help="skip the labelled-slices curve")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--keep", action="store_true", help="keep the trained models")
+    parser.add_argument(
+        "--summarise",
+        nargs="+",
+        metavar="JSON",
+        help="print the mean and spread of the rows of earlier runs (one per train seed)",
+    )
+    parser.add_argument(
+        "--profile",
+        nargs="+",
+        metavar="MODEL",
+        help="Ni IoU of trained models (--keep) along the whole volume, 8 slices at a time",
+    )
     args = parser.parse_args(argv)
+    if args.profile:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
+        figures = profile(args)
+        print(json.dumps(figures, indent=2))
+        return figures
+    if args.summarise:
+        figures = summarise(args.summarise)
+        print(json.dumps(figures, indent=2))
+        return figures
     # One torch thread: on a shared 2-core machine two spinning threads lose most of their speed.
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")

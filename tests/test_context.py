@@ -197,3 +197,28 @@ def test_context_on_every_backend_is_chunk_invariant(
     )
     np.testing.assert_array_equal(first.prob[...], second.prob[...])
     np.testing.assert_allclose(first.prob[...], expected, atol=atol)
+
+
+def test_encoder_weights_file_starts_a_context_model_as_the_single_slice_model(tmp_path):
+    """A local encoder file (3-channel first convolution) fits a 2.5D model too: the grey
+    kernel goes to the centre slice and the neighbours start at zero, so the encoder
+    starts out computing exactly what the single-slice model computes."""
+    torch.manual_seed(2)
+    rgb = vmodel.build_unet(small_config(in_channels=3)).encoder.state_dict()
+    weights = tmp_path / "encoder.pth"
+    torch.save(rgb, weights)
+    grey = rgb["conv1.weight"].sum(1)
+    single = vmodel.build_unet(small_config(), encoder_weights=weights).encoder
+    rng = np.random.default_rng(0)
+    for k in (1, 2):
+        encoder = vmodel.build_unet(small_config(context=k), encoder_weights=weights).encoder
+        conv1 = encoder.state_dict()["conv1.weight"]
+        assert conv1.shape[1] == 2 * k + 1
+        torch.testing.assert_close(conv1[:, k], grey)
+        assert not conv1[:, :k].any() and not conv1[:, k + 1 :].any()
+        stack = torch.from_numpy(rng.random((2, 2 * k + 1, 64, 64), dtype=np.float32))
+        with torch.no_grad():
+            got, expected = encoder(stack), single(stack[:, k : k + 1])
+        assert len(got) == len(expected) > 1
+        for a, b in zip(got[1:], expected[1:]):  # [0] is the input itself
+            torch.testing.assert_close(a, b)

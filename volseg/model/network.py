@@ -2,7 +2,9 @@
 
 Optionally with pretrained encoder weights: ``encoder_weights=None | "imagenet" | path``,
 where a local file (for example torchvision's ``vgg16-397923af.pth``) has its classifier
-dropped and a 3-channel first convolution summed to the model's one grey channel.
+dropped and a 3-channel first convolution summed to the model's one grey channel; for a
+model with through-plane context that grey kernel is the centre slice's and the
+neighbouring slices' kernels start at zero (the encoder starts as the single-slice one).
 
 >>> from volseg.model.config import default_config
 >>> build_unet(default_config(encoder="resnet18")).training
@@ -48,7 +50,12 @@ def build_unet(
         weights, downloaded by segmentation-models-pytorch (needs the network).
         A path: a local file with the encoder's state dict (for example
         torchvision's ``vgg16-397923af.pth``); classifier weights in it are
-        ignored and a 3-channel first convolution is summed to one channel.
+        ignored and a 3-channel first convolution is summed to one grey channel.
+        With through-plane context (``config["context"] = k``) the grey kernel
+        goes to the centre slice's channel and the ``2k`` neighbouring slices'
+        kernels start at zero, so the encoder starts out computing what the
+        single-slice encoder computes and learns what the neighbours add.
+        (``"imagenet"`` leaves the first convolution to segmentation-models-pytorch.)
 
     Returns
     -------
@@ -91,11 +98,25 @@ def build_unet(
         classes=int(config["classes"]),
     )
     if weights_file is not None:
-        _load_encoder_file(net.encoder, weights_file)
+        _load_encoder_file(net.encoder, weights_file, int(config.get("context", 0)))
     return net.eval()
 
 
-def _load_encoder_file(encoder: torch.nn.Module, path: Path) -> None:
+def _grey_first_conv(value: torch.Tensor, channels: int, context: int) -> torch.Tensor:
+    """An RGB first-convolution kernel ``(O, 3, h, w)`` for ``channels`` grey inputs.
+
+    Summed over RGB (a grey image is R = G = B); with through-plane context the sum is
+    the centre slice's kernel and the neighbours' kernels are zero.
+    """
+    grey = value.sum(dim=1, keepdim=True)
+    if not context:
+        return grey
+    kernel = torch.zeros(value.shape[0], channels, *value.shape[2:], dtype=value.dtype)
+    kernel[:, context : context + 1] = grey
+    return kernel
+
+
+def _load_encoder_file(encoder: torch.nn.Module, path: Path, context: int = 0) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -106,16 +127,18 @@ def _load_encoder_file(encoder: torch.nn.Module, path: Path) -> None:
         state = state["state_dict"]
     own = encoder.state_dict()
     state = {k: v for k, v in state.items() if not k.startswith(("classifier.", "fc."))}
+    channels = 2 * context + 1  # grey input channels: the slice and its neighbours
     for key, value in state.items():
         target = own.get(key)
         if (
             target is not None
             and value.ndim == 4
             and target.ndim == 4
-            and value.shape[1] != target.shape[1]
-            and target.shape[1] == 1
+            and value.shape[1] == 3
+            and target.shape[1] == channels
         ):
-            state[key] = value.sum(dim=1, keepdim=True)  # RGB first conv -> grey
+            # RGB first conv -> grey (centre slice of a context model)
+            state[key] = _grey_first_conv(value, channels, context)
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
