@@ -51,8 +51,9 @@ import volseg
 from volseg import inference, synth, tiling
 from volseg import io as vio
 from volseg import model as vmodel
+from volseg.conventions import block_grid
 from volseg.demo import DEMO_SETTINGS
-from volseg.inference import execute, plan
+from volseg.inference import execute
 
 log = logging.getLogger("throughput")
 
@@ -216,7 +217,7 @@ def run_monai(scan: Path, loaded, out: Path, parallel: bool = False) -> dict:
 def block_tiles(shape, chunks, grid: tiling.PlaneGrid) -> float:
     """Model voxels per output voxel the blocks really compute (border tiles twice)."""
     tiles = 0
-    for _, region in plan.block_grid(shape, chunks):
+    for _, region in block_grid(shape, chunks):
         ys, xs = region[1], region[2]
         count = len(grid.y.touching(ys.start, ys.stop)) * len(grid.x.touching(xs.start, xs.stop))
         tiles += count * (region[0].stop - region[0].start)

@@ -14,14 +14,16 @@ how many cores this process may use, and how any array becomes a dask array.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["PHASES", "as_dask_array", "history_paths", "jsonable", "usable_cores"]
+__all__ = ["PHASES", "as_dask_array", "block_grid", "history_paths", "jsonable", "usable_cores"]
 
 # Label values of the three phases of a Ni/YSZ anode, as written by volseg.synth
 # and assumed for three-phase models whose labels record no other table.
@@ -92,6 +94,26 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
+
+
+def block_grid(
+    shape: tuple[int, ...], chunks: tuple[int, ...]
+) -> Iterator[tuple[tuple[int, ...], tuple[slice, ...]]]:
+    """(index, region) of every block of ``chunks`` over ``shape``, in C order.
+
+    The last block along an axis is cut at the volume's border.
+
+    Examples
+    --------
+    >>> [index for index, _ in block_grid((2, 5, 4), (2, 3, 4))]
+    [(0, 0, 0), (0, 1, 0)]
+    >>> list(block_grid((2, 5, 4), (2, 3, 4)))[1][1]
+    (slice(0, 2, None), slice(3, 5, None), slice(0, 4, None))
+    """
+    counts = [math.ceil(s / c) for s, c in zip(shape, chunks)]
+    for index in itertools.product(*(range(n) for n in counts)):
+        region = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, chunks, shape))
+        yield index, region
 
 
 def as_dask_array(array: Any, chunks: Any = None):

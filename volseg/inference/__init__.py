@@ -32,7 +32,7 @@ __getattr__, __dir__, __all__ = attach(
         "SegmentSettings": "settings",
         "SegmentationResult": "volseg.io.results",
         "UNCERTAIN_BAND": "settings",
-        "block_grid": "plan",
+        "block_grid": "volseg.conventions",
         "choose_chunks": "plan",
         "chunk_rows": "volseg.io.results",
         "default_chunks": "plan",

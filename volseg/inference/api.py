@@ -16,7 +16,6 @@ This module is the API and the order of a run; the pieces have their own modules
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -27,13 +26,13 @@ import torch
 
 from .. import io as vio
 from .. import model as vmodel
-from ..conventions import jsonable
+from ..conventions import block_grid, jsonable
 from ..io.results import SegmentationResult, stats_table, summarise
 from ..microstructure.cleanup import clean_output
 from ..microstructure.min_size import parse_min_size
 from . import execute, resolve
 from .block import BlockRun
-from .plan import block_grid, check_overlap_cost, default_chunks, voxels
+from .plan import check_overlap_cost, default_chunks, voxels
 from .record import prepare_output, run_attrs, spacing
 from .settings import SegmentSettings, prob_dtype
 
@@ -310,17 +309,16 @@ def _run(
     settings = run.settings
     run_table = vio.RunTable(output, reused)
     stats = run_table.stats() if reused else None
+    blocks = list(block_grid(settings.shape, settings.chunks))
     selected = [
-        (index, region)
-        for index, region in block_grid(settings.shape, settings.chunks)
-        if stats is None or not stats["done"][index]
+        (index, region) for index, region in blocks if stats is None or not stats["done"][index]
     ]
     computed_voxels = sum(voxels(region) for _, region in selected)
     log.info(
         "segmenting %s: %d of %d chunks to compute",
         volume.source,
         len(selected),
-        math.prod(math.ceil(s / c) for s, c in zip(settings.shape, settings.chunks)),
+        len(blocks),
     )
     n_threads, torch_threads = execute.local_threads(torch_device)
 
@@ -338,7 +336,7 @@ def _run(
             stats = run_table.stats()
             refined = [
                 (index, region)
-                for index, region in block_grid(settings.shape, settings.chunks)
+                for index, region in blocks
                 if not stats["refined"][index]
                 and stats["uncertain_voxels"][index] / voxels(region) > settings.refine_threshold
             ]

@@ -19,7 +19,7 @@ import torch
 from .. import io as vio
 from .. import metrics, tiling
 from .. import model as vmodel
-from .plan import AXIS_ORDER, Block, axis_grid, tiles_per_batch
+from .plan import AXIS_ORDER, Block, slice_grid, tiles_per_batch
 from .settings import UNCERTAIN_BAND, SegmentSettings
 
 __all__ = ["BlockRun", "block_probability", "segment_block"]
@@ -138,7 +138,7 @@ def block_probability(block: Block, box: np.ndarray, run: BlockRun) -> np.ndarra
         sub[order[2]] = _relative(read_plan.x_read, block.read[order[2]])
         window = tiling.apply_read_plan(read_plan, box[tuple(sub)].transpose(order))
         a, b = region[order[1]], region[order[2]]
-        grid = axis_grid(settings, axis)
+        grid = slice_grid(settings, axis)
         planes = tiling.stitch_block(
             window,
             grid,

@@ -11,7 +11,6 @@ beyond the volume, tiles read mirrored data through the block's read plans).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,6 @@ __all__ = [
     "DEEP_BLOCKS",
     "MAX_OVERLAP_COST",
     "Block",
-    "block_grid",
     "check_overlap_cost",
     "choose_chunks",
     "default_chunks",
@@ -119,7 +117,7 @@ def plane_grid(
     return tiling.plane_grid(tuple(plane), int(tile), overlap)
 
 
-def axis_grid(settings: Any, axis: str) -> tiling.PlaneGrid:
+def slice_grid(settings: Any, axis: str) -> tiling.PlaneGrid:
     """The tile grid of the slices along ``axis`` (``"z"``, ``"y"`` or ``"x"``) of a run."""
     order = AXIS_ORDER[axis]
     plane = (settings.shape[order[1]], settings.shape[order[2]])
@@ -170,7 +168,7 @@ def plan_block(
             hi[order[0]] = max(hi[order[0]], int(across.max()) + 1)
         a, b = (write[order[1]], write[order[2]])
         plan = tiling.reflected_read_plan(
-            axis_grid(settings, axis), (a.start, a.stop), (b.start, b.stop), settings.pad
+            slice_grid(settings, axis), (a.start, a.stop), (b.start, b.stop), settings.pad
         )
         for dim, read in ((order[1], plan.y_read), (order[2], plan.x_read)):
             lo[dim], hi[dim] = min(lo[dim], read.start), max(hi[dim], read.stop)
@@ -266,27 +264,6 @@ def default_chunks(
 def _multiple(size: int, chunk: int, target: int) -> int:
     chunk = max(1, int(chunk))
     return min(size, chunk * max(1, math.ceil(target / chunk)))
-
-
-def block_grid(shape, chunks) -> Iterator[tuple[tuple[int, int, int], Region]]:
-    """(index, region) of every block of ``chunks`` over ``shape``, in C order.
-
-    Examples
-    --------
-    >>> [index for index, _ in block_grid((2, 5, 4), (2, 3, 4))]
-    [(0, 0, 0), (0, 1, 0)]
-    >>> list(block_grid((2, 5, 4), (2, 3, 4)))[1][1]
-    (slice(0, 2, None), slice(3, 5, None), slice(0, 4, None))
-    """
-    counts = [math.ceil(s / c) for s, c in zip(shape, chunks)]
-    for iz in range(counts[0]):
-        for iy in range(counts[1]):
-            for ix in range(counts[2]):
-                index = (iz, iy, ix)
-                region = tuple(
-                    slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, chunks, shape)
-                )
-                yield index, region
 
 
 def voxels(region: tuple[slice, ...]) -> int:

@@ -23,6 +23,7 @@ import dask
 import dask.array as da
 import numpy as np
 
+from ..conventions import block_grid
 from .components import component_measures, connectivity_graph
 from .diffusion import (
     NOT_PERCOLATING,
@@ -49,18 +50,6 @@ __all__ = [
 STATE_BYTES_PER_VOXEL = 6 * 8 + 4
 # One running task of the chunked solve: its arrays with halos and the stencil's temporaries.
 BLOCK_BYTES_PER_VOXEL = 256
-
-
-def _blocks(shape: tuple[int, ...], chunks: tuple[int, ...]) -> list[tuple[slice, ...]]:
-    """The regions of the chunk grid, in C order."""
-    ranges = [
-        [slice(start, min(start + step, size)) for start in range(0, size, step)]
-        for size, step in zip(shape, chunks)
-    ]
-    return [
-        tuple(ranges[k][i] for k, i in enumerate(index))
-        for index in np.ndindex(*(len(r) for r in ranges))
-    ]
 
 
 def processing_block(
@@ -253,7 +242,7 @@ def tortuosity_chunked(
     )
     percolates = component_measures(summaries, links, int(n_phase))["percolates"]
     mean_diffusivity = float(total) / math.prod(shape)
-    regions = _blocks(shape, block)
+    regions = [region for _, region in block_grid(shape, block)]
     results = {}
     for axis in axis_indices:
         name = AXES[axis]
