@@ -9,13 +9,17 @@ and the last slices are the held-out test slab. Every method is scored on the te
 * ``random-forest``: scikit-learn, 26 ilastik-style pixel features per slice
   (``_pixel_features.py``), trained on random pixels of the training slices;
 * ``volseg-z``: ``volseg.train`` with its defaults (AdamW, warm-up + cosine, weight
-  average) and the budget below, segmented slice by slice (``axes="z"``);
+  average) and the budget below but ``context=0`` (plain 2D slices), segmented slice by
+  slice (``axes="z"``);
 * ``volseg-zyx``: the same model, z-, y- and x-slices averaged (``axes="zyx"``);
-* ``volseg-z+context``: trained and segmented with ``context=k`` (2.5D);
-* ``volseg-3phase-z``: a pore/YSZ/Ni model (``classes=3``), ``axes="z"``.
+* ``volseg-z+context``: trained and segmented with ``context=k`` (2.5D; ``context=1`` is
+  what ``volseg.train``'s default ``context="auto"`` gives a volume);
+* ``volseg-3phase-z``: a pore/YSZ/Ni model (``classes=3``), ``axes="z"``, ``context=0``.
 
 Then held-out Ni IoU against the number of labelled slices (``labelled_slices=``, evenly
-spaced over the training slices), with the random forest trained on the same slices.
+spaced over the training slices) with ``volseg.train``'s defaults (``context="auto"``,
+``--sparse-context`` to change it), and the random forest trained on the same slices.
+The forest's pixel sample and trees are seeded with ``--seed + --train-seed``.
 
 Every network gets the same budget (epochs x steps x batch of crops); ``cost_vs_z``
 compares the segmentation seconds of one setting with those of ``volseg-z`` in the same
@@ -23,6 +27,7 @@ run. Prints one JSON object on stdout; progress goes to stderr::
 
     python benchmarks/accuracy.py --quick [--context 1,2] [--no-sparse] [--device cpu]
     python benchmarks/accuracy.py --quick --rows z,context --context 1,2 --train-seed 1
+    python benchmarks/accuracy.py --quick --rows sparse --train-seed 1
     python benchmarks/accuracy.py --summarise results/accuracy-study-*.json
     python benchmarks/accuracy.py --quick --profile z.pt context1.pt  # models kept by --keep
 """
@@ -162,6 +167,11 @@ def segment_test(model: Path, image: np.ndarray, device: str, **modes) -> tuple[
     return np.asarray(result.mask[...]).astype(bool), seconds
 
 
+def vmodel_context(path: Path) -> int:
+    """The through-plane context a trained model recorded."""
+    return int(volseg.model.load_checkpoint(path, "cpu").config.get("context", 0))
+
+
 def evenly_spaced(count: int, n_slices: int) -> list[int]:
     if count == 1:
         return [n_slices // 2]
@@ -209,7 +219,7 @@ def run(args) -> dict:
                 train_labels,
                 range(n_train),
                 budget["forest"]["samples"],
-                args.seed,
+                args.seed + args.train_seed,
                 budget["forest"]["trees"],
             )
             trained = time.perf_counter() - started
@@ -224,7 +234,7 @@ def run(args) -> dict:
 
         if wanted & {"z", "zyx"}:
             model_z, train_z, val_z = train_network(
-                workdir, "z", train_image, train_labels, network, device
+                workdir, "z", train_image, train_labels, network, device, context=0
             )
             for name, axes in (("volseg-z", "z"), ("volseg-zyx", "zyx")):
                 if axes not in wanted:
@@ -256,7 +266,7 @@ def run(args) -> dict:
 
         if "3phase" in wanted:
             model_3, train_3, val_3 = train_network(
-                workdir, "3phase", train_image, train_labels, network, device, classes=3
+                workdir, "3phase", train_image, train_labels, network, device, classes=3, context=0
             )
             predicted, seconds = segment_test(model_3, test_image, device)
             timed["volseg-3phase-z"] = (model_3, {})
@@ -293,6 +303,7 @@ def run(args) -> dict:
                 network,
                 device,
                 labelled_slices=slices,
+                context=args.sparse_context,
             )
             mask, _ = segment_test(path, test_image, device)
             started = time.perf_counter()
@@ -301,14 +312,15 @@ def run(args) -> dict:
                 train_labels,
                 slices,
                 budget["forest"]["samples"],
-                args.seed,
+                args.seed + args.train_seed,
                 budget["forest"]["trees"],
             )
             forest_mask = predict_forest(forest, test_image) == NI
             entry = {
                 "labelled_slices": count,
                 "slices": slices,
-                "volseg_z": ni_scores(mask, truth_ni),
+                "volseg": ni_scores(mask, truth_ni),
+                "volseg_context": vmodel_context(path),
                 "random_forest": ni_scores(forest_mask, truth_ni),
                 "volseg_train_seconds": round(seconds, 2),
                 "forest_seconds": round(time.perf_counter() - started, 2),
@@ -418,6 +430,7 @@ def summarise(paths: list[str]) -> dict:
     difference between two rows is taken within each seed that has both.
     """
     groups: dict[str, dict[int, dict]] = {}
+    curves: dict[str, dict[int, list]] = {}
     for path in paths:
         figures = json.loads(Path(path).read_text())
         budget = figures["budget"]
@@ -426,6 +439,9 @@ def summarise(paths: list[str]) -> dict:
         groups.setdefault(key, {}).setdefault(seed, {}).update(
             {name: row["ni_iou"] for name, row in figures["methods"].items()}
         )
+        for entry in figures.get("sparse_labels") or []:
+            if "volseg" in entry:  # curves of volseg.train's defaults (context="auto")
+                curves.setdefault(key, {}).setdefault(entry["labelled_slices"], []).append(entry)
     out = {}
     for key, seeds in groups.items():
         # z first, then zyx, then the rest: a difference is a later row minus an earlier one
@@ -457,7 +473,36 @@ def summarise(paths: list[str]) -> dict:
                         "max": round(float(diffs.max()), 4),
                     }
         out[key] = {"rows": rows, "paired_differences": paired}
+    for key, counts in curves.items():
+        out.setdefault(key, {})["sparse_labels"] = {
+            str(count): sparse_summary(entries) for count, entries in sorted(counts.items())
+        }
     return {"benchmark": "accuracy-summary", "runs": sorted(paths), "groups": out}
+
+
+def sparse_summary(entries: list[dict]) -> dict:
+    """Mean and spread over training seeds of one point of the labelled-slices curve."""
+
+    def spread(values: list[float]) -> dict:
+        values = np.asarray(values)
+        return {
+            "mean": round(float(values.mean()), 4),
+            "sd": round(float(values.std(ddof=1)), 4) if len(values) > 1 else None,
+            "min": round(float(values.min()), 4),
+            "max": round(float(values.max()), 4),
+        }
+
+    ours = [e["volseg"]["ni_iou"] for e in entries]
+    forest = [e["random_forest"]["ni_iou"] for e in entries]
+    return {
+        "runs": len(entries),
+        "volseg": spread(ours),
+        "volseg_worst_slice": spread([e["volseg"]["worst_slice_ni_iou"] for e in entries]),
+        "random_forest": spread(forest),
+        "forest_worst_slice": spread([e["random_forest"]["worst_slice_ni_iou"] for e in entries]),
+        "volseg_minus_forest": spread([a - b for a, b in zip(ours, forest)]),
+        "volseg_ahead": sum(a > b for a, b in zip(ours, forest)),
+    }
 
 
 def main(argv=None) -> dict:
@@ -466,6 +511,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--smoke", action="store_true", help="tiny run: check the code paths")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     parser.add_argument("--context", default="1,2", help="slices per side; several as a list (1,2)")
+    parser.add_argument(
+        "--sparse-context",
+        type=lambda text: text if text == "auto" else int(text),
+        default="auto",
+        help="context of the labelled-slices curve's models (auto: volseg.train's default)",
+    )
     parser.add_argument(
         "--rows", default=",".join(ROWS), help=f"rows to run, from {','.join(ROWS)} (all)"
     )

@@ -171,8 +171,49 @@ def test_train_and_segment_with_context(tmp_path):
     out = volseg.segment(image, model=result.path, chunks=(3, 64, 64), truth=labels == 2, **RUN)
     assert 0 <= out.summary["ni_iou"] <= 1
     assert out.group.attrs["volseg"]["model"]["config"]["context"] == 2
-    with pytest.raises(ValueError, match="context=-1"):
+    with pytest.raises(ValueError, match="context=-1 must be 'auto' or a whole number"):
         volseg.train(image, labels, tmp_path / "bad.pt", context=-1, **settings)
+
+
+def test_context_auto_is_one_for_volumes_and_zero_for_2d_images(tmp_path):
+    """The default: neighbouring slices where the training images have them."""
+    from volseg import synth
+
+    image, labels = synth.anode((8, 64, 64), seed=3, grain_sigma=4.0)
+    settings = tiny_training(epochs=1, steps_per_epoch=1, val_tiles=4)
+    volume = volseg.train(image, labels, tmp_path / "v.pt", **settings)
+    assert vmodel.load_checkpoint(volume.path).config["context"] == 1
+    assert vmodel.load_checkpoint(volume.path).config["in_channels"] == 3
+    # a one-slice image beside a volume: no neighbours there, so no context for either
+    flat = volseg.train(
+        [image, image[3:4]],
+        [labels, labels[3:4]],
+        tmp_path / "f.pt",
+        labelled_slices=[[1, 3, 5, 7], [0]],
+        **settings,
+    )
+    assert vmodel.load_checkpoint(flat.path).config["context"] == 0
+    # resuming keeps the checkpoint's context; another explicit one is refused
+    again = volseg.train(image, labels, tmp_path / "v.pt", resume_from=volume.path, **settings)
+    assert vmodel.load_checkpoint(again.path).config["context"] == 1
+    with pytest.raises(ValueError, match="context=2 differs from the resumed checkpoint"):
+        volseg.train(
+            image, labels, tmp_path / "v.pt", resume_from=volume.path, context=2, **settings
+        )
+    for bad in ("one", 1.5, True, np.array([1])):
+        with pytest.raises(ValueError, match="must be 'auto' or a whole number"):
+            volseg.train(image, labels, tmp_path / "bad.pt", context=bad, **settings)
+
+
+def test_cli_context_takes_auto_or_a_count():
+    from volseg.cli.parser import build_parser
+
+    parser = build_parser()
+    base = ["train", "img.zarr", "lab.zarr", "--out", "m.pt"]
+    assert parser.parse_args(base).context == "auto"
+    assert parser.parse_args([*base, "--context", "2"]).context == 2
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--context", "-1"])
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,16 @@ def test_one_labelled_slice_trains_and_validates_on_it(volume, tmp_path, monkeyp
     assert set(seen["train"]) == {5} and set(seen["val"]) == {5}
 
 
+def test_two_labelled_slices_both_train(volume, tmp_path, monkeypatch):
+    """Holding one of two labelled slices out would leave one to learn from."""
+    image, labels = volume
+    seen = spy_on_crops(monkeypatch)
+    result = volseg.train(image, labels, tmp_path / "m.pt", labelled_slices=[3, 11], **SMALL)
+    assert set(seen["train"]) == {3, 11} and set(seen["val"]) == {3, 11}
+    record = vmodel.load_checkpoint(result.path).training
+    assert record["split"][0] == {"train_slices": [3, 11], "val_slices": [3, 11]}
+
+
 def test_fully_labelled_volume_with_ignore_label_keeps_the_slab_split(volume, tmp_path):
     image, labels = volume
     result = volseg.train(image, labels, tmp_path / "m.pt", ignore_label=255, **SMALL)

@@ -32,6 +32,7 @@ __all__ = [
     "add_precision",
     "add_zyx",
     "as_shape",
+    "context_slices",
     "label_number",
     "label_value",
     "min_size",
@@ -75,6 +76,31 @@ def tile_size(text: str) -> int | str:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a tile size; use auto or a multiple of 32 such as 128"
         ) from None
+
+
+def context_slices(text: str) -> int | str:
+    """``--context``: ``auto`` or a number of neighbouring slices per side, 0 or more.
+
+    Examples
+    --------
+    >>> context_slices("auto"), context_slices("2")
+    ('auto', 2)
+    >>> context_slices("-1")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: '-1' is not a context; use auto or slices per side, e.g. 1
+    """
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a context; use auto or slices per side, e.g. 1"
+        )
+    return value
 
 
 def label_value(text: str) -> float:

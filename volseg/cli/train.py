@@ -17,7 +17,7 @@ import argparse
 
 from volseg.training.settings import LOSSES, TrainSettings
 
-from .options import add_phases, add_precision, label_number, parse_phases
+from .options import add_phases, add_precision, context_slices, label_number, parse_phases
 
 __all__ = ["add_train"]
 
@@ -130,10 +130,11 @@ def _schedule_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ema", action="store_true", help="validate and save the raw weights")
     p.add_argument(
         "--context",
-        type=int,
+        type=context_slices,
         default=DEFAULTS.context,
         help="through-plane context (2.5D): K neighbouring slices per side as extra input "
-        "channels (0: plain 2D); segment reads it from the checkpoint",
+        "channels (0: plain 2D; auto: 1 for volumes of 3 slices or more, 0 for 2D images; "
+        "stacks of unrelated 2D slices need 0); segment reads it from the checkpoint (auto)",
     )
     p.add_argument(
         "--max-time",

@@ -15,6 +15,7 @@ optimiser (:mod:`~volseg.training.optim`) -> the loop
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -28,13 +29,21 @@ from .. import model as vmodel
 from ..model.config import DEFAULT_ENCODER, DEFAULT_ENCODER_DEPTH, DEFAULT_TILE
 from ..model.precision import resolve_precision
 from .crops import Crops
-from .data import check_phases_present, open_pairs, sparse_split, training_phases
+from .data import (
+    check_phases_present,
+    open_pairs,
+    resolve_context,
+    sparse_split,
+    training_phases,
+)
 from .loop import TrainingRun, fit
 from .optim import freeze_encoder_parameters
 from .settings import TrainSettings, loss_for
 from .state import TrainResult, load_state, write_history
 
 __all__ = ["TrainResult", "train"]
+
+log = logging.getLogger(__name__)
 
 
 def train(
@@ -73,7 +82,7 @@ def train(
     ema_decay: float | None = 0.999,
     max_time: str | float | None = None,
     precision: str = "fp32",
-    context: int = 0,
+    context: int | str = "auto",
     labelled_slices: Any = None,
     settings: TrainSettings | None = None,
 ) -> TrainResult:
@@ -160,15 +169,18 @@ def train(
         Autocast dtype of the training forward passes (weights, optimiser and loss stay
         float32; fp16 on CUDA with loss scaling); ``"auto"`` as in
         :func:`volseg.model.precision.resolve_precision`. Validation runs in float32.
-    context : int
+    context : int or "auto"
         Through-plane context (2.5D): each crop is given with its ``context``
         neighbouring slices on either side as extra input channels (mirrored at the
         volume's z border), ``2 * context + 1`` in all. Recorded in the checkpoint's
         config; :func:`volseg.segment` reads it from there. 0: plain 2D slices.
+        ``"auto"`` (default): 1 when every training image is a volume of at least 3
+        slices, else 0; when resuming, the checkpoint's. Training images that are
+        stacks of unrelated 2D slices need ``context=0``.
     labelled_slices : list of int, or one list per volume, optional
         Sparse labels: only these z-slices are labelled. Training crops are drawn from
         them alone and the last ``val_fraction`` of them (at least one) are held out
-        for validation; a single labelled slice is used for both. Without it, when
+        for validation; with one or two labelled slices, each is used for both. Without it, when
         ``ignore_label`` is given and some slices hold nothing but ``ignore_label``, the
         slices holding labels are found and used the same way.
     settings : TrainSettings, optional
@@ -301,6 +313,13 @@ def _resolved(settings: TrainSettings, pairs: list, previous: Any) -> TrainSetti
         phases = vmodel.model_phases(previous.config)
         loss = loss or TrainSettings.from_record(previous.training).loss
     loss = loss_for(loss, classes)
+    context = resolve_context(
+        settings.context,
+        [pair.image.shape[0] for pair in pairs],
+        None if previous is None else vmodel.model_context(previous.config),
+    )
+    if settings.context == "auto":
+        log.info("through-plane context: %d slice(s) per side (context='auto')", context)
     if previous is None and classes > 1:
         phases = training_phases(phases, pairs, classes)
     ignore_label = settings.ignore_label
@@ -311,7 +330,9 @@ def _resolved(settings: TrainSettings, pairs: list, previous: Any) -> TrainSetti
             f"ignore_label={ignore_label!r} is also the value of Ni or of a phase; unlabelled "
             "voxels need a value of their own."
         )
-    return replace(settings, ni_label=ni_label, classes=classes, phases=phases, loss=loss)
+    return replace(
+        settings, ni_label=ni_label, classes=classes, phases=phases, loss=loss, context=context
+    )
 
 
 def _network(settings: TrainSettings, previous: Any, crops: Crops, rng) -> tuple:

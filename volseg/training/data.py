@@ -23,10 +23,13 @@ from .. import model as vmodel
 from .settings import check_phases
 
 __all__ = [
+    "AUTO_CONTEXT",
     "CACHE_BYTES",
+    "MIN_SPARSE_SPLIT",
     "TrainingPair",
     "check_phases_present",
     "open_pairs",
+    "resolve_context",
     "sparse_split",
     "training_phases",
 ]
@@ -35,6 +38,12 @@ log = logging.getLogger(__name__)
 
 # Volumes up to this size are read into memory once; larger ones are cropped from storage.
 CACHE_BYTES = 2 << 30
+# A volume with fewer labelled slices than this trains and validates on all of them.
+MIN_SPARSE_SPLIT = 3
+# Through-plane context of context="auto" when every training image is a volume of at
+# least 2 * AUTO_CONTEXT + 1 slices (docs/accuracy.md: over eight training seeds it was
+# the most accurate and by far the steadiest setting, at about the cost of a 2D model).
+AUTO_CONTEXT = 1
 
 
 @dataclass
@@ -144,7 +153,9 @@ def sparse_split(
     """Train and validate on labelled slices only (given, or found by ``ignore_label``).
 
     The last ``val_fraction`` of each volume's labelled slices (at least one) are held out
-    for validation; a volume with a single labelled slice trains and validates on it.
+    for validation; a volume with fewer than :data:`MIN_SPARSE_SPLIT` (3) labelled slices
+    trains and validates on all of them (holding one of two out would halve what the
+    network learns from).
 
     Examples
     --------
@@ -153,6 +164,9 @@ def sparse_split(
     >>> sparse_split(pairs, [1, 4, 7, 9], None, 0.2)
     >>> pairs[0].split()
     {'train_slices': [1, 4, 7], 'val_slices': [9]}
+    >>> sparse_split(pairs, [2, 8], None, 0.2)
+    >>> pairs[0].split()
+    {'train_slices': [2, 8], 'val_slices': [2, 8]}
     """
     if labelled_slices is None and ignore_label is None:
         return
@@ -176,16 +190,60 @@ def sparse_split(
                 f"training labels of {pair.name!r} hold no labelled slice (every voxel is "
                 f"ignore_label={ignore_label!r}); label at least one slice."
             )
-        if len(slices) == 1:
+        if len(slices) < MIN_SPARSE_SPLIT:
             log.warning(
-                "only slice %d of %s is labelled: it is used for training and validation",
-                slices[0],
+                "only slice(s) %s of %s are labelled: each is used for training and for "
+                "validation (the validation score is then a training score)",
+                slices,
                 pair.name,
             )
             pair.train_slices = pair.val_slices = tuple(slices)
             continue
         n_val = min(len(slices) - 1, max(1, int(round(len(slices) * val_fraction))))
         pair.train_slices, pair.val_slices = tuple(slices[:-n_val]), tuple(slices[-n_val:])
+
+
+def resolve_context(context: int | str, depths: list[int], resumed: int | None = None) -> int:
+    """The through-plane context a training run uses.
+
+    Parameters
+    ----------
+    context : int or "auto"
+        As given to :func:`volseg.train`.
+    depths : list of int
+        Slices of each training image (1 for a 2D image).
+    resumed : int, optional
+        The context of the checkpoint training resumes from: it decides, and a
+        different explicit ``context`` is an error.
+
+    Returns
+    -------
+    int
+        ``"auto"``: :data:`AUTO_CONTEXT` (1) when every training image has at least
+        ``2 * AUTO_CONTEXT + 1`` slices, else 0 (a 2D image has no neighbouring slices).
+
+    Examples
+    --------
+    >>> resolve_context("auto", [96, 40]), resolve_context("auto", [96, 1]), resolve_context(2, [1])
+    (1, 0, 2)
+    >>> resolve_context("auto", [96], resumed=0)
+    0
+    >>> resolve_context(2, [96], resumed=1)
+    Traceback (most recent call last):
+    ...
+    ValueError: context=2 differs from the resumed checkpoint's context=1; leave
+    context='auto' (or give 1) to continue it, or train a new model.
+    """
+    if resumed is not None:
+        if context != "auto" and int(context) != int(resumed):
+            raise ValueError(
+                f"context={context!r} differs from the resumed checkpoint's context={resumed}; "
+                f"leave context='auto' (or give {resumed}) to continue it, or train a new model."
+            )
+        return int(resumed)
+    if context != "auto":
+        return int(context)
+    return AUTO_CONTEXT if min(depths) >= 2 * AUTO_CONTEXT + 1 else 0
 
 
 def _labelled_per_volume(labelled_slices: Any, n_volumes: int) -> list[list[int]]:

@@ -145,7 +145,7 @@ class TrainSettings:
     ema_decay: float | None = 0.999
     max_time: str | float | None = None
     precision: str = "fp32"
-    context: int = 0
+    context: int | str = "auto"
     labelled_slices: Any = None
 
     def __post_init__(self) -> None:
@@ -162,9 +162,12 @@ class TrainSettings:
         _validate_stability(self.weight_decay, self.warmup, self.grad_clip, self.ema_decay)
         parse_duration(self.max_time)
         context = self.context
-        if isinstance(context, bool) or not isinstance(context, int) or context < 0:
+        if not (isinstance(context, str) and context == "auto") and (
+            isinstance(context, bool) or not isinstance(context, int) or context < 0
+        ):
             raise ValueError(
-                f"context={context!r} must be a whole number of neighbouring slices >= 0, e.g. 1."
+                f"context={context!r} must be 'auto' or a whole number of neighbouring slices "
+                ">= 0, e.g. 1 (0: plain 2D slices)."
             )
         if self.phases is not None and self.classes == 1:
             raise ValueError(
