@@ -343,3 +343,43 @@ def test_a_corrupt_cached_onnx_file_is_exported_again(
     monkeypatch.setattr(vexport, "export_bytes", lambda loaded: b"still not onnx")
     with pytest.raises(ValueError, match=rf"ONNX export '{cached}' .* even freshly exported"):
         vruntimes.PREDICTORS[backend](loaded, "fp32")
+
+
+FIRST_CALLS_AT_ONCE = """
+import threading, numpy as np, torch
+torch.set_num_threads(1)  # one stream per core: the first calls run at the same time
+from volseg.model import LoadedModel, build_unet, default_config
+from volseg.model.runtimes import OpenVINOPredictor
+cfg = default_config(encoder="resnet18", encoder_depth=3, decoder_channels=[32, 16, 8])
+predict = OpenVINOPredictor(LoadedModel(build_unet(cfg), cfg), "fp32")
+start = threading.Barrier(4)
+def first_call():
+    start.wait()
+    predict(np.zeros((2, 64, 64), np.float32))
+threads = [threading.Thread(target=first_call) for _ in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print("done")
+"""
+
+
+@pytest.mark.slow
+@needs_openvino
+def test_first_openvino_calls_from_several_threads_do_not_deadlock():
+    """The first forward passes of a process, from several dask threads at once, used to
+    hang for good in OpenVINO's numpy set-up (2 of 12 fresh processes); each fresh
+    process must finish."""
+    import subprocess
+    import sys
+
+    for _ in range(8):
+        try:
+            run = subprocess.run(
+                [sys.executable, "-c", FIRST_CALLS_AT_ONCE],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail("the first OpenVINO calls from 4 threads deadlocked")
+        assert run.returncode == 0 and run.stdout.strip() == "done", run.stderr

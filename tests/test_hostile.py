@@ -8,6 +8,7 @@ traceback (issue 14).
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from volseg.cli import main
 from volseg.inference import block as vblock
 
 FAST = ["--no-progress", "--device", "cpu", "--tile", "64"]
+CHUNKS = ["--chunks", "2", "32", "32"]  # 8 blocks of the 4 x 64 x 64 scan
 
 
 def checksums(*paths) -> dict[str, str]:
@@ -711,6 +713,67 @@ def test_resume_with_another_min_size_is_refused(world, tmp_path, capsys):
     assert main([str(a) for a in argv]) == 0
     capsys.readouterr()
     refused([*argv, "--resume", "--min-size", "5"], [root / "scan.zarr"], ["min_size"], capsys)
+
+
+def test_a_refused_min_size_leaves_the_segmentation_to_clean_with_another(
+    world, tmp_path, capsys, caplog
+):
+    """The refusal comes after the last chunk: resuming with a valid min_size must not
+    segment again, and must clean exactly as a fresh run with that min_size does."""
+    root, checkpoint = world
+    out, fresh = tmp_path / "ms.zarr", tmp_path / "fresh.zarr"
+    argv = ["segment", root / "scan.zarr" / "image", "--model", checkpoint, *CHUNKS, *FAST]
+    message = refused(
+        [*argv, "--out", out, "--min-size", "100000000"],
+        [root / "scan.zarr"],
+        ["would remove every component", "--resume", "segmented and unchanged"],
+        capsys,
+    )
+    assert "min_size=100000000" in message
+    attrs = vio.open_output(out).attrs
+    assert attrs["status"] == "running" and attrs["cleanup"]["state"] == "refused"
+    with caplog.at_level(logging.INFO, logger="volseg"):
+        assert main([str(a) for a in [*argv, "--out", out, "--resume", "--min-size", "5"]]) == 0
+    assert "0 of 8 chunks to compute" in caplog.text
+    assert main([str(a) for a in [*argv, "--out", fresh, "--min-size", "5"]]) == 0
+    resumed, again = vio.open_output(out), vio.open_output(fresh)
+    assert resumed.attrs["status"] == "complete"
+    assert resumed.attrs["parameters"]["min_size"] == 5
+    assert resumed.attrs["cleanup"] == {"min_size": 5, "state": "done"}
+    np.testing.assert_array_equal(resumed.mask[...], again.mask[...])
+    # once cleaned, another min_size is refused again (the voxels have moved)
+    capsys.readouterr()
+    refused([*argv, "--out", out, "--resume", "--min-size", "7"], [out], ["min_size"], capsys)
+
+
+def test_a_clean_up_killed_while_writing_segments_again_on_resume(
+    world, tmp_path, monkeypatch, caplog
+):
+    """Half-cleaned chunks are not a segmentation to clean again: every chunk is redone."""
+    from volseg.microstructure import cleanup
+
+    root, checkpoint = world
+    out, fresh = tmp_path / "ms.zarr", tmp_path / "fresh.zarr"
+    argv = ["segment", root / "scan.zarr" / "image", "--model", checkpoint, *CHUNKS, *FAST]
+    store = cleanup.da.store
+
+    def killed(sources, targets, **kwargs):
+        # a chunk of the mask is rewritten (emptied), then the process dies
+        targets[-1][0:2, 0:32, 0:32] = 0
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cleanup.da, "store", killed)
+    assert main([str(a) for a in [*argv, "--out", out, "--min-size", "5"]]) == 130
+    monkeypatch.setattr(cleanup.da, "store", store)
+    assert vio.open_output(out).attrs["cleanup"]["state"] == "writing"
+    resume = [str(a) for a in [*argv, "--out", out, "--resume", "--min-size", "5"]]
+    with caplog.at_level(logging.INFO, logger="volseg"):
+        assert main(resume) == 0
+    assert "interrupted while rewriting chunks" in caplog.text
+    assert "8 of 8 chunks to compute" in caplog.text
+    assert main([str(a) for a in [*argv, "--out", fresh, "--min-size", "5"]]) == 0
+    np.testing.assert_array_equal(vio.open_output(out).mask[...], vio.open_output(fresh).mask[...])
+    assert vio.open_output(out).attrs["cleanup"]["state"] == "done"
 
 
 def test_measure_a_label_the_volume_does_not_hold_is_refused(world, capsys):

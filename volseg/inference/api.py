@@ -28,12 +28,11 @@ from .. import io as vio
 from .. import model as vmodel
 from ..conventions import block_grid, jsonable
 from ..io.results import SegmentationResult, stats_table, summarise
-from ..microstructure.cleanup import clean_output
 from ..microstructure.min_size import parse_min_size
 from . import execute, resolve
 from .block import BlockRun
 from .plan import check_overlap_cost, default_chunks, voxels
-from .record import prepare_output, run_attrs, spacing
+from .record import clean_recorded, prepare_output, run_attrs, spacing
 from .settings import SegmentSettings, prob_dtype
 
 __all__ = ["segment"]
@@ -310,6 +309,17 @@ def _run(
     run_table = vio.RunTable(output, reused)
     stats = run_table.stats() if reused else None
     blocks = list(block_grid(settings.shape, settings.chunks))
+    if reused and (output.attrs.get("cleanup") or {}).get("state") == "writing":
+        # Killed while the clean-up rewrote chunks in place: some are cleaned, some not,
+        # and cleaning again would start from a mixed volume. Segment every chunk again.
+        log.warning(
+            "%s: the clean-up (min_size) was interrupted while rewriting chunks; every "
+            "chunk is segmented again",
+            output.path,
+        )
+        run_table.clear([index for index, _ in blocks])
+        output.update_attrs(cleanup=None)
+        stats = None
     selected = [
         (index, region) for index, region in blocks if stats is None or not stats["done"][index]
     ]
@@ -357,7 +367,6 @@ def _run(
     if settings.refine is not None:
         summary["chunks_refined_now"] = len(refined)
     if settings.min_size:
-        phases = settings.phases if settings.phase is None else None
-        summary["cleanup"] = clean_output(output, settings.min_size, phases)
+        summary["cleanup"] = clean_recorded(output, settings)
     output.update_attrs(status="complete", summary=jsonable(summary))
     return SegmentationResult.of(output, table, summary)

@@ -12,9 +12,41 @@ from typing import Any
 
 from .. import io as vio
 from .._version import __version__
+from ..conventions import jsonable
+from ..microstructure.cleanup import clean_output
 from .settings import UNCERTAIN_BAND, SegmentSettings
 
-__all__ = ["prepare_output", "run_attrs", "spacing"]
+__all__ = [
+    "CLEANUP_STATES",
+    "clean_recorded",
+    "cleanup_untouched",
+    "prepare_output",
+    "run_attrs",
+    "spacing",
+]
+
+# ``cleanup.state`` in the output's attrs: "writing" once the clean-up starts to move
+# voxels (chunks may be half cleaned), "done" when it has finished, "refused" when the
+# min_size was refused before any voxel moved.
+CLEANUP_STATES = ("writing", "done", "refused")
+
+
+def cleanup_untouched(attrs: dict) -> bool:
+    """True when an unfinished output's voxels are still those the network wrote.
+
+    Examples
+    --------
+    >>> cleanup_untouched({"status": "running"})
+    True
+    >>> cleanup_untouched({"status": "running", "cleanup": {"state": "refused"}})
+    True
+    >>> cleanup_untouched({"status": "running", "cleanup": {"state": "writing"}})
+    False
+    >>> cleanup_untouched({"status": "complete"})
+    False
+    """
+    state = (attrs.get("cleanup") or {}).get("state")
+    return attrs.get("status") != "complete" and state in (None, "refused")
 
 
 def run_attrs(settings: SegmentSettings, volume: Any, truth_volume: Any, model: dict) -> dict:
@@ -107,7 +139,15 @@ def prepare_output(
 
 def _reopen(out: Any, settings: SegmentSettings, attrs: dict) -> vio.OutputGroup:
     output = vio.open_output(out, mode="r+")
-    changed = settings.changed_since(output.attrs.get("parameters", {}))
+    recorded = output.attrs.get("parameters", {})
+    changed = settings.changed_since(recorded)
+    if "min_size" in changed and cleanup_untouched(output.attrs):
+        # The clean-up runs after the last chunk and has not moved a voxel yet (or was
+        # refused): another min_size applies to the same segmentation.
+        changed.remove("min_size")
+        output.update_attrs(
+            parameters={**recorded, "min_size": settings.record()["min_size"]}, cleanup=None
+        )
     if output.attrs.get("model", {}).get("sha256") != attrs["model"]["sha256"]:
         changed.append("model")
     for key in ("input", "truth"):
@@ -122,3 +162,32 @@ def _reopen(out: Any, settings: SegmentSettings, attrs: dict) -> vio.OutputGroup
     output.ensure_flag("refined")  # outputs written before refinement existed
     vio.Lease.acquire(out)  # released when segment() returns or raises
     return output
+
+
+def clean_recorded(output: vio.OutputGroup, settings: SegmentSettings) -> dict:
+    """Remove components under ``min_size`` in place, recording how far it got.
+
+    ``cleanup.state`` in the output's attrs is ``"writing"`` from the first rewritten
+    voxel on (an interrupted clean-up makes a resumed run segment again), ``"done"`` at
+    the end, and ``"refused"`` when the ``min_size`` is refused before any voxel moves:
+    the segmentation is then intact, and a resumed run may clean it with another one.
+    """
+    phases = settings.phases if settings.phase is None else None
+    min_size = jsonable(settings.min_size)
+
+    def writing() -> None:
+        output.update_attrs(cleanup={"min_size": min_size, "state": "writing"})
+
+    try:
+        report = clean_output(output, settings.min_size, phases, before_writing=writing)
+    except ValueError as error:
+        output.update_attrs(
+            cleanup={"min_size": min_size, "state": "refused", "reason": str(error)}
+        )
+        raise ValueError(
+            f"{error} Every chunk of {output.path!r} is segmented and unchanged: run again "
+            "with resume=True (--resume) and that min_size to clean it without segmenting "
+            "again."
+        ) from None
+    output.update_attrs(cleanup={"min_size": min_size, "state": "done"})
+    return report

@@ -33,7 +33,7 @@ client; the cleaned volume is a lazy dask array with the input's chunks.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dask
@@ -336,7 +336,12 @@ def _refuse_whole_phase(min_size, threshold, values, names, merged) -> None:
         )
 
 
-def clean_output(output: Any, min_size: int | str, phases: dict | None) -> dict[str, Any]:
+def clean_output(
+    output: Any,
+    min_size: int | str,
+    phases: dict | None,
+    before_writing: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     """Clean ``labels`` and ``mask`` of a finished volseg output group in place.
 
     ``mask`` alone (values 0, 1) for a binary run; ``labels`` with ``phases``
@@ -344,6 +349,8 @@ def clean_output(output: Any, min_size: int | str, phases: dict | None) -> dict[
     rewritten as ``labels == phases["ni"]``. Each task reads and rewrites its own
     chunk only (the planning passes have finished before), and the voxel size
     for a physical ``min_size`` comes from the group's OME-Zarr metadata.
+    ``before_writing`` is called once the clean-up is planned and accepted, before
+    the first voxel is rewritten (a refused ``min_size`` raises before it).
 
     Returns
     -------
@@ -364,12 +371,15 @@ def clean_output(output: Any, min_size: int | str, phases: dict | None) -> dict[
         cleaned, report = remove_small_components(
             output.labels, min_size, values=tuple(phases.values()), names=tuple(phases)
         )
-        mask = (cleaned == phases["ni"]).astype(np.uint8)
-        da.store([cleaned, mask], [output.labels, output.mask], lock=False)
+        sources = [cleaned, (cleaned == phases["ni"]).astype(np.uint8)]
+        targets = [output.labels, output.mask]
     else:
         cleaned, report = remove_small_components(
             output.mask, min_size, values=(0, 1), names=("background", "foreground")
         )
-        da.store(cleaned, output.mask, lock=False)
+        sources, targets = [cleaned], [output.mask]
+    if before_writing is not None:
+        before_writing()  # planned and accepted: voxels move from here on
+    da.store(sources, targets, lock=False)
     log.info("clean-up (min_size=%r): %s", min_size, report)
     return report

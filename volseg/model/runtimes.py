@@ -159,6 +159,7 @@ class OpenVINOPredictor(_OnnxPredictor):
         self._requests: queue.Queue = queue.Queue()
         for _ in range(streams):
             self._requests.put(compiled.create_infer_request())
+        _first_numpy_view(self._requests.queue[0])
         log.debug("OpenVINO: %d streams x %d threads, %s", streams, threads, precision)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
@@ -168,6 +169,19 @@ class OpenVINOPredictor(_OnnxPredictor):
             return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
         finally:
             self._requests.put(request)
+
+
+def _first_numpy_view(request: Any) -> None:
+    """Take the process's first numpy view of an OpenVINO tensor here, on one thread.
+
+    OpenVINO's Python binding sets up its numpy access on first use, and two threads
+    doing so at once (the first forward passes of two dask threads) can deadlock inside
+    it for good: one waits for a static initialiser while holding the GIL, the other
+    holds the initialiser while waiting for the GIL (seen with openvino 2026.4, in
+    ``InferRequest.infer`` -> ``Tensor.data``). A view taken while the predictor is
+    still private to one thread sets it up before any concurrent call.
+    """
+    _ = request.get_input_tensor(0).data, request.get_output_tensor(0).data
 
 
 def read_onnx_bytes(source: bytes) -> Any:
