@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -200,9 +202,19 @@ def test_context_auto_is_one_for_volumes_and_zero_for_2d_images(tmp_path):
         volseg.train(
             image, labels, tmp_path / "v.pt", resume_from=volume.path, context=2, **settings
         )
-    for bad in ("one", 1.5, True, np.array([1])):
+    for bad in ("one", 1.5, True, np.array([1]), 17, 10**9):
         with pytest.raises(ValueError, match="must be 'auto' or a whole number"):
             volseg.train(image, labels, tmp_path / "bad.pt", context=bad, **settings)
+    assert not (tmp_path / "bad.pt").exists()
+
+
+def test_a_context_model_on_a_scan_thinner_than_its_context_warns(tmp_path, caplog):
+    path = _random_checkpoint(tmp_path / "c.pt", small_config(context=1), centre_logits=False)
+    scan = np.random.default_rng(0).random((1, 64, 64)).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="volseg"):
+        result = volseg.segment(scan, model=path, **RUN)
+    assert "has 1 slice(s) but the model sees each slice with 1 neighbour(s)" in caplog.text
+    assert result.summary["voxels"] == 64 * 64
 
 
 def test_cli_context_takes_auto_or_a_count():

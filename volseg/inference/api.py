@@ -265,12 +265,21 @@ def segment(
         vio.memory_store() if out is None else out,
         settings, attrs, overwrite, resume, physical, confusion=truth_phases is not None,
     )  # fmt: skip
+    context = vmodel.model_context(config)
+    if context and volume.shape[0] < 2 * context + 1:
+        log.warning(
+            "%s has %d slice(s) but the model sees each slice with %d neighbour(s) per side: "
+            "the missing ones are mirrored copies, unlike in training",
+            volume.source,
+            volume.shape[0],
+            context,
+        )
     run = BlockRun(
         settings=settings,
         model_path=model_path,
         model_sha256=sha256,
         normalisation=config["normalisation"],
-        context=vmodel.model_context(config),
+        context=context,
         scan_name=volume.source,
         check_finite=bool(np.issubdtype(volume.dtype, np.floating)),
         check_chunks=not allow_missing_chunks and volume.direct,

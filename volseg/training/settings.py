@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..model.config import DEFAULT_ENCODER, DEFAULT_ENCODER_DEPTH, DEFAULT_TILE
+from ..model.config import DEFAULT_ENCODER, DEFAULT_ENCODER_DEPTH, DEFAULT_TILE, MAX_CONTEXT
 
 __all__ = [
     "BINARY_LOSSES",
@@ -163,11 +163,13 @@ class TrainSettings:
         parse_duration(self.max_time)
         context = self.context
         if not (isinstance(context, str) and context == "auto") and (
-            isinstance(context, bool) or not isinstance(context, int) or context < 0
+            isinstance(context, bool)
+            or not isinstance(context, int)
+            or not 0 <= context <= MAX_CONTEXT
         ):
             raise ValueError(
                 f"context={context!r} must be 'auto' or a whole number of neighbouring slices "
-                ">= 0, e.g. 1 (0: plain 2D slices)."
+                f"from 0 to {MAX_CONTEXT}, e.g. 1 (0: plain 2D slices)."
             )
         if self.phases is not None and self.classes == 1:
             raise ValueError(
