@@ -14,7 +14,8 @@ and the last slices are the held-out test slab. Every method is scored on the te
 * ``volseg-zyx``: the same model, z-, y- and x-slices averaged (``axes="zyx"``);
 * ``volseg-z+context``: trained and segmented with ``context=k`` (2.5D; ``context=1`` is
   what ``volseg.train``'s default ``context="auto"`` gives a volume);
-* ``volseg-3phase-z``: a pore/YSZ/Ni model (``classes=3``), ``axes="z"``, ``context=0``.
+* ``volseg-3phase-z``: a pore/YSZ/Ni model (``classes=3``), ``axes="z"``, ``context=0``;
+  ``volseg-3phase-z+context1`` the same with ``context=1`` (row ``3phase-context``).
 
 Then held-out Ni IoU against the number of labelled slices (``labelled_slices=``, evenly
 spaced over the training slices) with ``volseg.train``'s defaults (``context="auto"``,
@@ -100,7 +101,7 @@ BUDGETS["smoke"] = {
 }
 SPARSE_COUNTS = (1, 2, 5, 10, 20, 50)
 # Rows --rows can choose ("sparse": the labelled-slices curve).
-ROWS = ("otsu", "forest", "z", "zyx", "context", "3phase", "sparse")
+ROWS = ("otsu", "forest", "z", "zyx", "context", "3phase", "3phase-context", "sparse")
 NI = synth.PHASES["ni"]
 
 
@@ -264,20 +265,25 @@ def run(args) -> dict:
             }
             log.info("context%d %s", k, rows[f"volseg-z+context{k}"])
 
-        if "3phase" in wanted:
+        for row, name, k in (
+            ("3phase", "volseg-3phase-z", 0),
+            ("3phase-context", "volseg-3phase-z+context1", 1),
+        ):
+            if row not in wanted:
+                continue
             model_3, train_3, val_3 = train_network(
-                workdir, "3phase", train_image, train_labels, network, device, classes=3, context=0
+                workdir, row, train_image, train_labels, network, device, classes=3, context=k
             )
             predicted, seconds = segment_test(model_3, test_image, device)
-            timed["volseg-3phase-z"] = (model_3, {})
-            rows["volseg-3phase-z"] = {
+            timed[name] = (model_3, {})
+            rows[name] = {
                 **ni_scores(predicted == NI, truth_ni),
                 "phase_iou": phase_ious(predicted, test_labels),
                 "val_ni_iou": val_3,
                 "train_seconds": round(train_3, 2),
                 "segment_seconds": round(seconds, 2),
             }
-            log.info("3phase %s", rows["volseg-3phase-z"])
+            log.info("%s %s", row, rows[name])
 
         # Time the single-plane settings in rounds, each round every setting once, so
         # that load from other jobs falls on all of them alike; keep each one's fastest.
