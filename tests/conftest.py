@@ -60,7 +60,7 @@ def _random_checkpoint(path, config, centre_logits=True):
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.2, 0.2)
                 module.running_var.uniform_(0.5, 1.5)
-        if not centre_logits:
+        if not centre_logits or int(config.get("in_channels", 1)) > 1:
             return vmodel.save_checkpoint(network, config, path)
         # Centre the logits on synthetic data so the mask holds both classes.
         image, _ = synth.anode((2, 64, 64), seed=11, grain_sigma=4.0)

@@ -209,7 +209,7 @@ def test_context_auto_is_one_for_volumes_and_zero_for_2d_images(tmp_path):
 
 
 def test_a_context_model_on_a_scan_thinner_than_its_context_warns(tmp_path, caplog):
-    path = _random_checkpoint(tmp_path / "c.pt", small_config(context=1), centre_logits=False)
+    path = _random_checkpoint(tmp_path / "c.pt", small_config(context=1))
     scan = np.random.default_rng(0).random((1, 64, 64)).astype(np.float32)
     with caplog.at_level(logging.WARNING, logger="volseg"):
         result = volseg.segment(scan, model=path, **RUN)
