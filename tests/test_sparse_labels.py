@@ -112,5 +112,24 @@ def test_cli_labelled_slices(tmp_path, capsys):
     assert main([*args, "--no-progress", "--labelled-slices", "0", "4-5,9"]) == 0
     split = vmodel.load_checkpoint(out).training["split"][0]
     assert split == {"train_slices": [0, 4, 5], "val_slices": [9]}
+    # the whole image volume is given: the 2.5D default sees the real neighbours
+    printed = capsys.readouterr().out
+    assert "input: each slice with 1 neighbouring slice(s) per side (context=1" in printed
+    assert (
+        main(
+            [
+                *args,
+                "--no-progress",
+                "--overwrite",
+                "--context",
+                "0",
+                "--labelled-slices",
+                "0",
+                "4-5,9",
+            ]
+        )
+        == 0
+    )
+    assert "input: single slices (context=0)" in capsys.readouterr().out
     assert main([*args, "--overwrite", "--labelled-slices", "x-3"]) == 2
     assert "--labelled-slices 'x-3'" in capsys.readouterr().err

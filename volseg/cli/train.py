@@ -287,5 +287,13 @@ def _run_train(args: argparse.Namespace) -> int:
         f"best checkpoint (epoch {result.best_epoch}, validation {score} "
         f"{result.best_val_ni_iou:.4f}) written to {result.path}"
     )
+    context = int(result.config.get("context", 0))
+    if context:
+        print(
+            f"input: each slice with {context} neighbouring slice(s) per side "
+            f"(context={context}, {2 * context + 1} channels)"
+        )
+    else:
+        print("input: single slices (context=0)")
     print(f"history: {csv} and {png}")
     return 0
