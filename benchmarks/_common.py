@@ -31,7 +31,7 @@ TRAIN_KEYS = (
 
 
 def demo_model(workdir: Path, device: str, classes: int = 1) -> Path:
-    """The demo's small U-Net trained on a clean synthetic scan; reused if in ``workdir``."""
+    """The demo's small U-Net (as a plain 2D model) trained on a synthetic scan; reused if there."""
     path = workdir / f"trained-{classes}class.pt"
     if path.exists():
         log.info("reusing %s", path)
@@ -49,6 +49,7 @@ def demo_model(workdir: Path, device: str, classes: int = 1) -> Path:
         path,
         **{key: DEMO_SETTINGS[key] for key in TRAIN_KEYS},
         classes=classes,
+        context=0,  # a plain 2D model, as the recorded figures and the peers' 1-channel input
         device=device,
         progress=False,
     )

@@ -100,6 +100,7 @@ def train(workdir: Path, name: str, epochs: int) -> Path:
         str(workdir / "train.zarr/labels"),
         path,
         **settings,
+        context=0,  # MONAI's sliding window is fed one channel: a plain 2D model for both
         device="cpu",
         progress=False,
     )
