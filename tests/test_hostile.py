@@ -776,6 +776,56 @@ def test_a_clean_up_killed_while_writing_segments_again_on_resume(
     assert vio.open_output(out).attrs["cleanup"]["state"] == "done"
 
 
+def test_an_error_while_rewriting_is_not_taken_for_a_refused_min_size(
+    world, tmp_path, monkeypatch, capsys
+):
+    """A ValueError after voxels moved leaves the record 'writing': another min_size is
+    refused, and the same one segments every chunk again."""
+    from volseg.microstructure import cleanup
+
+    root, checkpoint = world
+    out, fresh = tmp_path / "ms.zarr", tmp_path / "fresh.zarr"
+    argv = ["segment", root / "scan.zarr" / "image", "--model", checkpoint, *CHUNKS, *FAST]
+    store = cleanup.da.store
+
+    def fails_half_way(sources, targets, **kwargs):
+        targets[-1][0:2, 0:32, 0:32] = 0
+        raise ValueError("disk full")
+
+    monkeypatch.setattr(cleanup.da, "store", fails_half_way)
+    message = refused([*argv, "--out", out, "--min-size", "5"], [root / "scan.zarr"], [], capsys)
+    assert "disk full" in message and "unchanged" not in message
+    monkeypatch.setattr(cleanup.da, "store", store)
+    assert vio.open_output(out).attrs["cleanup"]["state"] == "writing"
+    refused([*argv, "--out", out, "--resume", "--min-size", "7"], [out], ["min_size"], capsys)
+    assert main([str(a) for a in [*argv, "--out", out, "--resume", "--min-size", "5"]]) == 0
+    assert main([str(a) for a in [*argv, "--out", fresh, "--min-size", "5"]]) == 0
+    np.testing.assert_array_equal(vio.open_output(out).mask[...], vio.open_output(fresh).mask[...])
+
+
+def test_an_older_output_with_a_min_size_and_no_clean_up_record_is_not_trusted(
+    world, tmp_path, capsys, caplog
+):
+    """Outputs written before the clean-up was recorded: when every chunk is done, the
+    clean-up may have started, so another min_size is refused and every chunk is redone."""
+    root, checkpoint = world
+    out, fresh = tmp_path / "ms.zarr", tmp_path / "fresh.zarr"
+    argv = ["segment", root / "scan.zarr" / "image", "--model", checkpoint, *CHUNKS, *FAST]
+    assert main([str(a) for a in [*argv, "--out", out, "--min-size", "5"]]) == 0
+    output = vio.open_output(out, mode="r+")
+    output.mask[0:2, 0:32, 0:32] = 0  # what a clean-up killed half way may leave
+    record = dict(output.attrs)
+    del record["cleanup"]
+    output.group.attrs["volseg"] = {**record, "status": "running"}
+    capsys.readouterr()
+    refused([*argv, "--out", out, "--resume", "--min-size", "7"], [out], ["min_size"], capsys)
+    with caplog.at_level(logging.INFO, logger="volseg"):
+        assert main([str(a) for a in [*argv, "--out", out, "--resume", "--min-size", "5"]]) == 0
+    assert "8 of 8 chunks to compute" in caplog.text
+    assert main([str(a) for a in [*argv, "--out", fresh, "--min-size", "5"]]) == 0
+    np.testing.assert_array_equal(vio.open_output(out).mask[...], vio.open_output(fresh).mask[...])
+
+
 def test_measure_a_label_the_volume_does_not_hold_is_refused(world, capsys):
     root, _ = world
     labels = root / "scan.zarr" / "labels"

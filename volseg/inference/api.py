@@ -32,7 +32,14 @@ from ..microstructure.min_size import parse_min_size
 from . import execute, resolve
 from .block import BlockRun
 from .plan import check_overlap_cost, default_chunks, voxels
-from .record import clean_recorded, prepare_output, run_attrs, spacing
+from .record import (
+    clean_recorded,
+    cleanup_record,
+    prepare_output,
+    run_attrs,
+    segment_again,
+    spacing,
+)
 from .settings import SegmentSettings, prob_dtype
 
 __all__ = ["segment"]
@@ -318,7 +325,7 @@ def _run(
     run_table = vio.RunTable(output, reused)
     stats = run_table.stats() if reused else None
     blocks = list(block_grid(settings.shape, settings.chunks))
-    if reused and (output.attrs.get("cleanup") or {}).get("state") == "writing":
+    if reused and segment_again(output.attrs, bool(stats["done"].all())):
         # Killed while the clean-up rewrote chunks in place: some are cleaned, some not,
         # and cleaning again would start from a mixed volume. Segment every chunk again.
         log.warning(
@@ -326,8 +333,10 @@ def _run(
             "chunk is segmented again",
             output.path,
         )
+        for index, _ in blocks:
+            output.clear_done(index)
         run_table.clear([index for index, _ in blocks])
-        output.update_attrs(cleanup=None)
+        output.update_attrs(cleanup=cleanup_record(settings.min_size))
         stats = None
     selected = [
         (index, region) for index, region in blocks if stats is None or not stats["done"][index]
@@ -375,7 +384,9 @@ def _run(
     )
     if settings.refine is not None:
         summary["chunks_refined_now"] = len(refined)
+    cleanup = None
     if settings.min_size:
-        summary["cleanup"] = clean_recorded(output, settings)
-    output.update_attrs(status="complete", summary=jsonable(summary))
+        summary["cleanup"], cleanup = clean_recorded(output, settings)
+    # one write: a run killed before it is not complete, and one killed after is
+    output.update_attrs(status="complete", summary=jsonable(summary), cleanup=cleanup)
     return SegmentationResult.of(output, table, summary)

@@ -19,34 +19,83 @@ from .settings import UNCERTAIN_BAND, SegmentSettings
 __all__ = [
     "CLEANUP_STATES",
     "clean_recorded",
+    "cleanup_record",
     "cleanup_untouched",
+    "segment_again",
     "prepare_output",
     "run_attrs",
     "spacing",
 ]
 
-# ``cleanup.state`` in the output's attrs: "writing" once the clean-up starts to move
-# voxels (chunks may be half cleaned), "done" when it has finished, "refused" when the
-# min_size was refused before any voxel moved.
-CLEANUP_STATES = ("writing", "done", "refused")
+# ``cleanup.state`` in the output's attrs (with ``min_size``): "pending" from creation,
+# "refused" when the min_size was refused before any voxel moved, "writing" once the
+# clean-up may have moved voxels (chunks may be half cleaned), "done" (written together
+# with status "complete").
+CLEANUP_STATES = ("pending", "refused", "writing", "done")
 
 
-def cleanup_untouched(attrs: dict) -> bool:
-    """True when an unfinished output's voxels are still those the network wrote.
+def cleanup_record(min_size: Any, state: str = "pending") -> dict | None:
+    """The ``cleanup`` attrs of a run with ``min_size`` (None without a clean-up).
 
     Examples
     --------
-    >>> cleanup_untouched({"status": "running"})
+    >>> cleanup_record(50), cleanup_record(0)
+    ({'min_size': 50, 'state': 'pending'}, None)
+    """
+    return {"min_size": jsonable(min_size), "state": state} if min_size else None
+
+
+def cleanup_untouched(attrs: dict) -> bool:
+    """True when an unfinished output's voxels are certainly those the network wrote.
+
+    An output without a ``cleanup`` record but with a ``min_size`` was written by a
+    version that did not keep one: its clean-up may have started.
+
+    Examples
+    --------
+    >>> cleanup_untouched({"status": "running", "cleanup": {"state": "pending"}})
     True
     >>> cleanup_untouched({"status": "running", "cleanup": {"state": "refused"}})
     True
     >>> cleanup_untouched({"status": "running", "cleanup": {"state": "writing"}})
     False
+    >>> cleanup_untouched({"status": "running", "parameters": {"min_size": 0}})
+    True
+    >>> cleanup_untouched({"status": "running", "parameters": {"min_size": 50}})
+    False
     >>> cleanup_untouched({"status": "complete"})
     False
     """
+    if attrs.get("status") == "complete":
+        return False
     state = (attrs.get("cleanup") or {}).get("state")
-    return attrs.get("status") != "complete" and state in (None, "refused")
+    if state is None:
+        return not (attrs.get("parameters") or {}).get("min_size")
+    return state in ("pending", "refused")
+
+
+def segment_again(attrs: dict, all_done: bool) -> bool:
+    """True when a resumed run must segment every chunk again: a clean-up may have
+    rewritten some chunks in place and not others.
+
+    Examples
+    --------
+    >>> segment_again({"status": "running", "cleanup": {"state": "writing"}}, False)
+    True
+    >>> segment_again({"status": "running", "cleanup": {"state": "pending"}}, True)
+    False
+    >>> segment_again({"status": "running", "parameters": {"min_size": 50}}, True)
+    True
+    >>> segment_again({"status": "running", "parameters": {"min_size": 50}}, False)
+    False
+    """
+    if attrs.get("status") == "complete":
+        return False
+    state = (attrs.get("cleanup") or {}).get("state")
+    if state == "writing":
+        return True
+    # An older output with a min_size: its clean-up starts once every chunk is done.
+    return state is None and bool((attrs.get("parameters") or {}).get("min_size")) and all_done
 
 
 def run_attrs(settings: SegmentSettings, volume: Any, truth_volume: Any, model: dict) -> dict:
@@ -69,6 +118,7 @@ def run_attrs(settings: SegmentSettings, volume: Any, truth_volume: Any, model: 
         "model": model,
         "parameters": settings.record(),
         "uncertain_band": list(UNCERTAIN_BAND),
+        "cleanup": cleanup_record(settings.min_size),
     }
 
 
@@ -141,13 +191,11 @@ def _reopen(out: Any, settings: SegmentSettings, attrs: dict) -> vio.OutputGroup
     output = vio.open_output(out, mode="r+")
     recorded = output.attrs.get("parameters", {})
     changed = settings.changed_since(recorded)
-    if "min_size" in changed and cleanup_untouched(output.attrs):
+    other_min_size = "min_size" in changed and cleanup_untouched(output.attrs)
+    if other_min_size:
         # The clean-up runs after the last chunk and has not moved a voxel yet (or was
         # refused): another min_size applies to the same segmentation.
         changed.remove("min_size")
-        output.update_attrs(
-            parameters={**recorded, "min_size": settings.record()["min_size"]}, cleanup=None
-        )
     if output.attrs.get("model", {}).get("sha256") != attrs["model"]["sha256"]:
         changed.append("model")
     for key in ("input", "truth"):
@@ -159,35 +207,42 @@ def _reopen(out: Any, settings: SegmentSettings, attrs: dict) -> vio.OutputGroup
             "resume with the same settings, or pass overwrite=True (--overwrite) to "
             "start again."
         )
+    if other_min_size:
+        output.update_attrs(
+            parameters={**recorded, "min_size": settings.record()["min_size"]},
+            cleanup=cleanup_record(settings.min_size),
+        )
     output.ensure_flag("refined")  # outputs written before refinement existed
     vio.Lease.acquire(out)  # released when segment() returns or raises
     return output
 
 
-def clean_recorded(output: vio.OutputGroup, settings: SegmentSettings) -> dict:
+def clean_recorded(output: vio.OutputGroup, settings: SegmentSettings) -> tuple[dict, dict]:
     """Remove components under ``min_size`` in place, recording how far it got.
 
-    ``cleanup.state`` in the output's attrs is ``"writing"`` from the first rewritten
-    voxel on (an interrupted clean-up makes a resumed run segment again), ``"done"`` at
-    the end, and ``"refused"`` when the ``min_size`` is refused before any voxel moves:
-    the segmentation is then intact, and a resumed run may clean it with another one.
+    Returns the clean-up report and the ``cleanup`` record to write together with
+    status ``"complete"``. ``cleanup.state`` becomes ``"writing"`` before the first voxel
+    is rewritten (an interrupted clean-up makes a resumed run segment again), and
+    ``"refused"`` when the ``min_size`` is refused before any voxel moves: the
+    segmentation is then intact, and a resumed run may clean it with another one.
     """
     phases = settings.phases if settings.phase is None else None
-    min_size = jsonable(settings.min_size)
+    started: list[bool] = []
 
     def writing() -> None:
-        output.update_attrs(cleanup={"min_size": min_size, "state": "writing"})
+        output.update_attrs(cleanup=cleanup_record(settings.min_size, "writing"))
+        started.append(True)
 
     try:
         report = clean_output(output, settings.min_size, phases, before_writing=writing)
     except ValueError as error:
-        output.update_attrs(
-            cleanup={"min_size": min_size, "state": "refused", "reason": str(error)}
-        )
+        if started:
+            raise  # voxels may have moved: the record stays "writing"
+        refused = {**cleanup_record(settings.min_size, "refused"), "reason": str(error)}
+        output.update_attrs(cleanup=refused)
         raise ValueError(
             f"{error} Every chunk of {output.path!r} is segmented and unchanged: run again "
             "with resume=True (--resume) and that min_size to clean it without segmenting "
             "again."
         ) from None
-    output.update_attrs(cleanup={"min_size": min_size, "state": "done"})
-    return report
+    return report, cleanup_record(settings.min_size, "done")

@@ -46,7 +46,7 @@ DEFAULT_ENCODER = "vgg16"
 DEFAULT_ENCODER_DEPTH = 5
 DECODER_CHANNELS = (256, 128, 64, 32, 16)
 DEFAULT_TILE = 128
-# Most neighbouring slices per side a 2.5D model may see (2 * 16 + 1 = 33 input channels).
+# Most neighbouring slices per side volseg.train builds a model for (33 input channels).
 MAX_CONTEXT = 16
 BINARY_LABELS = {"ni_label": 1, "names": {"0": "background", "1": "Ni"}}
 
@@ -170,10 +170,8 @@ def validate_config(config: dict[str, Any]) -> None:
                 f"model phases {phases!r} must include 'ni' (the phase volseg scores)."
             )
     context = config.get("context", 0)
-    if isinstance(context, bool) or not isinstance(context, int) or not 0 <= context <= MAX_CONTEXT:
-        raise ValueError(
-            f"model context={context!r} must be a whole number of slices from 0 to {MAX_CONTEXT}."
-        )
+    if isinstance(context, bool) or not isinstance(context, int) or context < 0:
+        raise ValueError(f"model context={context!r} must be a whole number of slices >= 0.")
     if context and int(config.get("in_channels", 1)) != 2 * context + 1:
         raise ValueError(
             f"model in_channels={config.get('in_channels')!r} does not fit context={context}: "

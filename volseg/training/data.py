@@ -232,13 +232,14 @@ def resolve_context(context: int | str, depths: list[int], resumed: int | None =
     Traceback (most recent call last):
     ...
     ValueError: context=2 differs from the resumed checkpoint's context=1; leave
-    context='auto' (or give 1) to continue it, or train a new model.
+    context='auto' (--context auto) or give 1 to continue it, or train a new model.
     """
     if resumed is not None:
         if context != "auto" and int(context) != int(resumed):
             raise ValueError(
                 f"context={context!r} differs from the resumed checkpoint's context={resumed}; "
-                f"leave context='auto' (or give {resumed}) to continue it, or train a new model."
+                f"leave context='auto' (--context auto) or give {resumed} to continue it, or "
+                "train a new model."
             )
         return int(resumed)
     if context != "auto":
