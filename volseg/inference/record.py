@@ -75,8 +75,9 @@ def cleanup_untouched(attrs: dict) -> bool:
 
 
 def segment_again(attrs: dict, all_done: bool) -> bool:
-    """True when a resumed run must segment every chunk again: a clean-up may have
-    rewritten some chunks in place and not others.
+    """True when a resumed run must segment every chunk again.
+
+    A clean-up may have rewritten some chunks in place and not others.
 
     Examples
     --------
@@ -225,6 +226,26 @@ def clean_recorded(output: vio.OutputGroup, settings: SegmentSettings) -> tuple[
     is rewritten (an interrupted clean-up makes a resumed run segment again), and
     ``"refused"`` when the ``min_size`` is refused before any voxel moves: the
     segmentation is then intact, and a resumed run may clean it with another one.
+
+    Examples
+    --------
+    >>> import zarr
+    >>> settings = SegmentSettings(min_size=2).resolved(shape=(4, 4, 4), chunks=(2, 4, 4))
+    >>> output = vio.create_output(zarr.storage.MemoryStore(), (4, 4, 4), (2, 4, 4), attrs={})
+    >>> output.mask[3] = 1  # a layer of 16 voxels, and a stray voxel
+    >>> output.mask[1, 1, 1] = 1
+    >>> report, record = clean_recorded(output, settings)
+    >>> report["1"]["removed_voxels"], record
+    (1, {'min_size': 2, 'state': 'done'})
+    >>> output.attrs["cleanup"]["state"]  # written before the first voxel moved
+    'writing'
+    >>> huge = SegmentSettings(min_size=10**6).resolved(shape=(4, 4, 4))
+    >>> clean_recorded(output, huge)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: min_size=1000000 (1000000 voxels) would remove every component of ... unchanged: ...
+    >>> output.attrs["cleanup"]["state"]
+    'refused'
     """
     phases = settings.phases if settings.phase is None else None
     started: list[bool] = []
