@@ -217,6 +217,26 @@ def test_a_context_model_on_a_scan_thinner_than_its_context_warns(tmp_path, capl
     assert result.summary["voxels"] == 64 * 64
 
 
+def test_context_auto_trains_a_2d_model_on_a_stack_of_scattered_slices(tmp_path, caplog):
+    """Slices picked from scattered places are no neighbours: 'auto' must not treat them
+    as such, and says so; an explicit context is taken as given."""
+    from volseg import synth
+
+    pieces = [synth.anode((1, 64, 64), seed=seed, grain_sigma=4.0) for seed in range(8)]
+    image = np.concatenate([piece[0] for piece in pieces])
+    labels = np.concatenate([piece[1] for piece in pieces])
+    settings = tiny_training(epochs=1, steps_per_epoch=1, val_tiles=4, ni_label=2)
+    with caplog.at_level(logging.WARNING, logger="volseg"):
+        stack = volseg.train(image, labels, tmp_path / "s.pt", **settings)
+    assert vmodel.load_checkpoint(stack.path).config["context"] == 0
+    assert "neighbouring slices look unrelated" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="volseg"):
+        given = volseg.train(image, labels, tmp_path / "g.pt", context=1, **settings)
+    assert vmodel.load_checkpoint(given.path).config["context"] == 1
+    assert "look unrelated" not in caplog.text
+
+
 def test_cli_context_takes_auto_or_a_count():
     from volseg.cli.parser import build_parser
 

@@ -133,8 +133,8 @@ def _schedule_options(p: argparse.ArgumentParser) -> None:
         type=context_slices,
         default=DEFAULTS.context,
         help="through-plane context (2.5D): K neighbouring slices per side as extra input "
-        "channels (0: plain 2D; auto: 1 for volumes of 3 slices or more, 0 for 2D images; "
-        "stacks of unrelated 2D slices need 0); segment reads it from the checkpoint (auto)",
+        "channels (0: plain 2D; auto: 1 for volumes of 3 slices or more whose neighbouring "
+        "slices look alike, else 0); segment reads it from the checkpoint (auto)",
     )
     p.add_argument(
         "--max-time",

@@ -31,6 +31,7 @@ from ..model.precision import resolve_precision
 from .crops import Crops
 from .data import (
     check_phases_present,
+    neighbours_look_related,
     open_pairs,
     resolve_context,
     sparse_split,
@@ -175,8 +176,8 @@ def train(
         volume's z border), ``2 * context + 1`` in all. Recorded in the checkpoint's
         config; :func:`volseg.segment` reads it from there. 0: plain 2D slices.
         ``"auto"`` (default): 1 when every training image is a volume of at least 3
-        slices, else 0; when resuming, the checkpoint's. Training images that are
-        stacks of unrelated 2D slices need ``context=0``.
+        slices whose neighbouring slices look alike, else 0 (with a warning for a
+        stack of slices from scattered places); when resuming, the checkpoint's.
     labelled_slices : list of int, or one list per volume, optional
         Sparse labels: only these z-slices are labelled. Training crops are drawn from
         them alone and the last ``val_fraction`` of them (at least one) are held out
@@ -313,10 +314,26 @@ def _resolved(settings: TrainSettings, pairs: list, previous: Any) -> TrainSetti
         phases = vmodel.model_phases(previous.config)
         loss = loss or TrainSettings.from_record(previous.training).loss
     loss = loss_for(loss, classes)
+    depths = [pair.image.shape[0] for pair in pairs]
+    related = True
+    if settings.context == "auto" and previous is None and min(depths) >= 3:
+        for pair in pairs:
+            looks_related, score = neighbours_look_related(pair.image)
+            if not looks_related:
+                log.warning(
+                    "training image %s: neighbouring slices look unrelated (median "
+                    "correlation %.2f), as in a stack of slices from scattered places; "
+                    "context='auto' trains a 2D model (context=0). Give context=1 if they "
+                    "are neighbours.",
+                    pair.name,
+                    score,
+                )
+                related = False
     context = resolve_context(
         settings.context,
-        [pair.image.shape[0] for pair in pairs],
+        depths,
         None if previous is None else vmodel.model_context(previous.config),
+        related,
     )
     if settings.context == "auto":
         log.info("through-plane context: %d slice(s) per side (context='auto')", context)
