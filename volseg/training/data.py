@@ -290,10 +290,14 @@ def neighbours_look_related(image: Any, pairs: int = 4, size: int = 256) -> tupl
     y0, x0 = max(0, (height - size) // 2), max(0, (width - size) // 2)
     scores = []
     for z in np.unique(np.linspace(0, depth - 2, min(pairs, depth - 1)).round().astype(int)):
-        region = (slice(int(z), int(z) + 2), slice(y0, y0 + size), slice(x0, x0 + size))
-        a, b = vio.read_region(image, region, role="training image").astype(np.float64)
+        a, b = (
+            vio.read_region(image, (plane, slice(y0, y0 + size), slice(x0, x0 + size)))
+            .astype(np.float64)
+            .ravel()
+            for plane in (int(z), int(z) + 1)
+        )
         if a.std() > 0 and b.std() > 0:
-            scores.append(float(np.corrcoef(a.ravel(), b.ravel())[0, 1]))
+            scores.append(float(np.corrcoef(a, b)[0, 1]))
     score = float(np.median(scores)) if scores else 1.0
     return score >= RELATED_SLICES, score
 
