@@ -208,6 +208,25 @@ def test_context_auto_is_one_for_volumes_and_zero_for_2d_images(tmp_path):
     assert not (tmp_path / "bad.pt").exists()
 
 
+def test_blocks_thinner_than_the_stored_chunks_say_how_much_they_decode(tmp_path, caplog):
+    import zarr
+
+    path = _random_checkpoint(tmp_path / "c.pt", small_config(context=1))
+    stored = zarr.create_array(
+        tmp_path / "s.zarr", shape=(8, 64, 64), chunks=(8, 64, 64), dtype="f4"
+    )
+    stored[...] = np.random.default_rng(0).random((8, 64, 64))
+    with caplog.at_level(logging.INFO, logger="volseg"):
+        volseg.segment(str(tmp_path / "s.zarr"), model=path, chunks=(1, 64, 64), **RUN)
+    assert "blocks of 1 slices in stored chunks 8 deep decode 8.0 slices per slice" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="volseg"):
+        volseg.segment(
+            str(tmp_path / "s.zarr"), model=path, chunks=(8, 64, 64), out=tmp_path / "o.zarr", **RUN
+        )
+    assert "slices per slice" not in caplog.text
+
+
 def test_a_context_model_on_a_scan_thinner_than_its_context_warns(tmp_path, caplog):
     path = _random_checkpoint(tmp_path / "c.pt", small_config(context=1))
     scan = np.random.default_rng(0).random((1, 64, 64)).astype(np.float32)

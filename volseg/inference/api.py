@@ -273,14 +273,7 @@ def segment(
         settings, attrs, overwrite, resume, physical, confusion=truth_phases is not None,
     )  # fmt: skip
     context = vmodel.model_context(config)
-    if context and volume.shape[0] < 2 * context + 1:
-        log.warning(
-            "%s has %d slice(s) but the model sees each slice with %d neighbour(s) per side: "
-            "the missing ones are mirrored copies, unlike in training",
-            volume.source,
-            volume.shape[0],
-            context,
-        )
+    resolve.explain_reads(volume, settings, context)
     run = BlockRun(
         settings=settings,
         model_path=model_path,

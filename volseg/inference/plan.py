@@ -21,6 +21,7 @@ __all__ = [
     "AXIS_ORDER",
     "DEEP_BLOCKS",
     "MAX_OVERLAP_COST",
+    "READ_AMPLIFICATION_WARNING",
     "Block",
     "check_overlap_cost",
     "choose_chunks",
@@ -29,10 +30,13 @@ __all__ = [
     "plan_block",
     "plane_blocks",
     "plane_grid",
+    "read_amplification",
     "tiles_per_batch",
     "voxels",
 ]
 
+# segment warns when its blocks decode the stored z-chunks this many times over or more.
+READ_AMPLIFICATION_WARNING = 4.0
 # tile="auto" never uses tiles smaller than the trained tile (unless one covers the plane).
 AUTO_MIN_TILE = 128
 # An overlap may multiply the network's work at most this much (0.5 gives about 4).
@@ -264,6 +268,34 @@ def default_chunks(
 def _multiple(size: int, chunk: int, target: int) -> int:
     chunk = max(1, int(chunk))
     return min(size, chunk * max(1, math.ceil(target / chunk)))
+
+
+def read_amplification(depth: int, blocks: int, stored: int, context: int = 0) -> float:
+    """Slices decoded per slice written when blocks of ``blocks`` slices read stored chunks.
+
+    A Zarr chunk is decoded whole, so a block thinner than the stored chunks (or one
+    whose through-plane ``context`` reaches into the next chunk) decodes slices it does
+    not write; the neighbouring blocks decode them again. Counted along z over the
+    whole depth of the volume; the planes are read in whole stored chunks.
+
+    Examples
+    --------
+    Whole-plane blocks of 2 slices in stored chunks 128 slices deep decode each chunk 64
+    times; blocks as deep as the chunks decode it once, or a little more with context:
+
+    >>> read_amplification(2048, 2, 128), read_amplification(2048, 128, 128)
+    (64.0, 1.0)
+    >>> round(read_amplification(2048, 128, 128, context=1), 2)  # both neighbouring chunks
+    2.88
+    >>> read_amplification(1000, 1, 1, context=1), read_amplification(1000, 16, 1, context=1)
+    (2.998, 1.124)
+    """
+    decoded = 0
+    for start in range(0, depth, blocks):
+        lo, hi = max(0, start - context), min(depth, start + blocks + context)
+        first, last = lo // stored, (hi - 1) // stored
+        decoded += sum(min(depth, (c + 1) * stored) - c * stored for c in range(first, last + 1))
+    return decoded / depth
 
 
 def voxels(region: tuple[slice, ...]) -> int:

@@ -8,6 +8,7 @@ and what a cluster cannot reach (a model or an output held in this process' memo
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -16,8 +17,11 @@ import torch
 from .. import io as vio
 from .. import model as vmodel
 from .execute import cluster_has_gpus
+from .plan import READ_AMPLIFICATION_WARNING, read_amplification
 
-__all__ = ["devices", "refuse_local_only", "resolve_model"]
+__all__ = ["devices", "explain_reads", "refuse_local_only", "resolve_model"]
+
+log = logging.getLogger(__name__)
 
 
 def devices(device: str, client: Any) -> tuple[torch.device, str, torch.device]:
@@ -80,3 +84,37 @@ def resolve_model(model: Any, device: str) -> tuple[str, str, dict, Any]:
     # Load once here: validates the file (format, weights_only) before any task runs.
     loaded = vmodel.cached_model(model, None, device)
     return str(model), loaded.sha256, loaded.config, None
+
+
+def explain_reads(volume: vio.Scan, settings: Any, context: int) -> None:
+    """Log what the blocks will read beyond what they write, when it is a lot.
+
+    Blocks thinner than the stored chunks decode whole chunks for a few slices
+    (:func:`volseg.inference.plan.read_amplification`; told at INFO level, since the
+    network usually dominates on a CPU: benchmarks/context_io.py), and a 2.5D model on
+    a scan thinner than its context sees mirrored copies for the missing neighbours
+    (a warning).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from volseg.inference.settings import SegmentSettings
+    >>> settings = SegmentSettings().resolved(shape=(1, 64, 64), chunks=(1, 64, 64))
+    >>> explain_reads(vio.open_scan(np.zeros((1, 64, 64), np.float32)), settings, 1)
+    """
+    if volume.direct and settings.axes == "z":
+        decoded = read_amplification(volume.shape[0], settings.chunks[0], volume.chunks[0], context)
+        if decoded >= READ_AMPLIFICATION_WARNING:
+            log.info(
+                "blocks of %d slices in stored chunks %d deep decode %.1f slices per slice "
+                "written; chunks=(%d, ...) decodes each stored chunk about once (more memory)",
+                settings.chunks[0], volume.chunks[0], decoded, volume.chunks[0],
+            )  # fmt: skip
+    if context and volume.shape[0] < 2 * context + 1:
+        log.warning(
+            "%s has %d slice(s) but the model sees each slice with %d neighbour(s) per side: "
+            "the missing ones are mirrored copies, unlike in training",
+            volume.source,
+            volume.shape[0],
+            context,
+        )
