@@ -9,6 +9,8 @@ time matters here) with the default blocks and with blocks as deep as ``--deep``
 slices; prints one JSON object::
 
     python benchmarks/context_io.py [--plane 2048] [--depth 32] [--deep 16]
+    python benchmarks/context_io.py --plane 1024 --depth 128 --deep 128 \
+        --layouts 128x128x128 --repeats 1
 """
 
 from __future__ import annotations
@@ -63,14 +65,14 @@ def scan(workdir: Path, shape: tuple[int, int, int], chunks: tuple[int, int, int
 def run(args) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="volseg-context-io-"))
     shape = (args.depth, args.plane, args.plane)
-    layouts = [(1, args.plane, args.plane), (16, 256, 256)]
+    layouts = [tuple(int(n) for n in text.split("x")) for text in args.layouts.split(",")]
     rows = []
     try:
         models = {k: checkpoint(workdir, k) for k in (0, 1)}
         for stored in layouts:
             path = scan(workdir, shape, stored)
             default = default_chunks(shape, stored, "auto", deep=False)
-            deep = (max(args.deep, stored[0]), args.plane, args.plane)
+            deep = (args.deep, args.plane, args.plane)
             for blocks in dict.fromkeys([default, deep]):
                 for k, model in models.items():
                     best = None
@@ -116,6 +118,11 @@ def main(argv=None) -> int:
     parser.add_argument("--depth", type=int, default=32)
     parser.add_argument("--deep", type=int, default=16, help="depth of the deeper blocks (16)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--layouts",
+        default="1x2048x2048,16x256x256",
+        help="stored chunks to try, ZxYxX,... (1x2048x2048,16x256x256)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     print(json.dumps(run(args), indent=2))

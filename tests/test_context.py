@@ -219,6 +219,7 @@ def test_blocks_thinner_than_the_stored_chunks_say_how_much_they_decode(tmp_path
     with caplog.at_level(logging.INFO, logger="volseg"):
         volseg.segment(str(tmp_path / "s.zarr"), model=path, chunks=(1, 64, 64), **RUN)
     assert "blocks of 1 slices in stored chunks 8 deep decode 8.0 slices per slice" in caplog.text
+    assert "chunks=(8, ...) would decode 1.00" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="volseg"):
         volseg.segment(
@@ -254,6 +255,25 @@ def test_context_auto_trains_a_2d_model_on_a_stack_of_scattered_slices(tmp_path,
         given = volseg.train(image, labels, tmp_path / "g.pt", context=1, **settings)
     assert vmodel.load_checkpoint(given.path).config["context"] == 1
     assert "look unrelated" not in caplog.text
+
+
+def test_the_neighbour_check_looks_inside_the_volume_and_past_odd_voxels():
+    from volseg import synth
+    from volseg.training.data import neighbours_look_related
+
+    anode, _ = synth.anode((12, 64, 64), seed=1)
+    padded = anode.astype(np.float64)
+    rng = np.random.default_rng(0)
+    padded[:4] = padded[-4:] = rng.normal(1000.0, 50.0, (4, 64, 64))  # noisy air at both ends
+    assert neighbours_look_related(padded)[0]
+    holes = anode.astype(np.float64)
+    holes[:, 10, 10] = np.nan  # a NaN in every slice: the other pixels still decide
+    related, score = neighbours_look_related(holes)
+    assert related and 0.9 < score < 1.0
+    scattered = np.stack([synth.anode((1, 64, 64), seed=s)[0][0] for s in range(12)])
+    scattered = scattered.astype(np.float64)
+    scattered[:, 10, 10] = np.nan
+    assert not neighbours_look_related(scattered)[0]
 
 
 def test_cli_context_takes_auto_or_a_count():

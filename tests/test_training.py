@@ -72,7 +72,9 @@ def test_training_reads_crops_lazily_from_zarr(train_zarr, tmp_path, monkeypatch
     monkeypatch.setattr(data, "CACHE_BYTES", 0)
     reads = []
     original = vio.read_region
-    monkeypatch.setattr(vio, "read_region", lambda a, r: reads.append(r) or original(a, r))
+    monkeypatch.setattr(
+        vio, "read_region", lambda a, r, **kw: reads.append(r) or original(a, r, **kw)
+    )
     volseg.train(
         str(train_zarr / "image"),
         str(train_zarr / "labels"),

@@ -103,12 +103,21 @@ def explain_reads(volume: vio.Scan, settings: Any, context: int) -> None:
     >>> explain_reads(vio.open_scan(np.zeros((1, 64, 64), np.float32)), settings, 1)
     """
     if volume.direct and settings.axes == "z":
-        decoded = read_amplification(volume.shape[0], settings.chunks[0], volume.chunks[0], context)
+        depth, stored = volume.shape[0], volume.chunks[0]
+        decoded = read_amplification(depth, settings.chunks[0], stored, context)
         if decoded >= READ_AMPLIFICATION_WARNING:
+            # The thinnest whole multiple of the stored chunks that decodes < 1.5x.
+            deeper = next(
+                (d for d in range(stored, depth + stored, stored)
+                 if read_amplification(depth, min(d, depth), stored, context) < 1.5),
+                depth,
+            )  # fmt: skip
+            deeper = min(deeper, depth)
             log.info(
                 "blocks of %d slices in stored chunks %d deep decode %.1f slices per slice "
-                "written; chunks=(%d, ...) decodes each stored chunk about once (more memory)",
-                settings.chunks[0], volume.chunks[0], decoded, volume.chunks[0],
+                "written; chunks=(%d, ...) would decode %.2f (more memory per task)",
+                settings.chunks[0], stored, decoded, deeper,
+                read_amplification(depth, deeper, stored, context),
             )  # fmt: skip
     if context and volume.shape[0] < 2 * context + 1:
         log.warning(
