@@ -715,6 +715,23 @@ def test_resume_with_another_min_size_is_refused(world, tmp_path, capsys):
     refused([*argv, "--resume", "--min-size", "5"], [root / "scan.zarr"], ["min_size"], capsys)
 
 
+def clean_up_dies_half_way(monkeypatch, error):
+    """The clean-up of the next run rewrites one chunk of the mask, then ``error`` ends it."""
+    from volseg.microstructure import cleanup
+
+    def dies(sources, targets, **kwargs):
+        targets[-1][0:2, 0:32, 0:32] = 0
+        raise error
+
+    monkeypatch.setattr(cleanup.da, "store", dies)
+
+
+def assert_cleaned_as_a_fresh_run(argv, out, fresh, min_size):
+    """``out`` holds the mask that a fresh run with ``min_size`` writes to ``fresh``."""
+    assert main([str(a) for a in [*argv, "--out", fresh, "--min-size", str(min_size)]]) == 0
+    np.testing.assert_array_equal(vio.open_output(out).mask[...], vio.open_output(fresh).mask[...])
+
+
 def test_a_refused_min_size_leaves_the_segmentation_to_clean_with_another(
     world, tmp_path, capsys, caplog
 ):
@@ -735,12 +752,11 @@ def test_a_refused_min_size_leaves_the_segmentation_to_clean_with_another(
     with caplog.at_level(logging.INFO, logger="volseg"):
         assert main([str(a) for a in [*argv, "--out", out, "--resume", "--min-size", "5"]]) == 0
     assert "0 of 8 chunks to compute" in caplog.text
-    assert main([str(a) for a in [*argv, "--out", fresh, "--min-size", "5"]]) == 0
-    resumed, again = vio.open_output(out), vio.open_output(fresh)
+    assert_cleaned_as_a_fresh_run(argv, out, fresh, 5)
+    resumed = vio.open_output(out)
     assert resumed.attrs["status"] == "complete"
     assert resumed.attrs["parameters"]["min_size"] == 5
     assert resumed.attrs["cleanup"] == {"min_size": 5, "state": "done"}
-    np.testing.assert_array_equal(resumed.mask[...], again.mask[...])
     # once cleaned, another min_size is refused again (the voxels have moved)
     capsys.readouterr()
     refused([*argv, "--out", out, "--resume", "--min-size", "7"], [out], ["min_size"], capsys)
@@ -750,29 +766,19 @@ def test_a_clean_up_killed_while_writing_segments_again_on_resume(
     world, tmp_path, monkeypatch, caplog
 ):
     """Half-cleaned chunks are not a segmentation to clean again: every chunk is redone."""
-    from volseg.microstructure import cleanup
-
     root, checkpoint = world
     out, fresh = tmp_path / "ms.zarr", tmp_path / "fresh.zarr"
     argv = ["segment", root / "scan.zarr" / "image", "--model", checkpoint, *CHUNKS, *FAST]
-    store = cleanup.da.store
-
-    def killed(sources, targets, **kwargs):
-        # a chunk of the mask is rewritten (emptied), then the process dies
-        targets[-1][0:2, 0:32, 0:32] = 0
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(cleanup.da, "store", killed)
-    assert main([str(a) for a in [*argv, "--out", out, "--min-size", "5"]]) == 130
-    monkeypatch.setattr(cleanup.da, "store", store)
+    with monkeypatch.context() as patch:
+        clean_up_dies_half_way(patch, KeyboardInterrupt)  # killed
+        assert main([str(a) for a in [*argv, "--out", out, "--min-size", "5"]]) == 130
     assert vio.open_output(out).attrs["cleanup"]["state"] == "writing"
     resume = [str(a) for a in [*argv, "--out", out, "--resume", "--min-size", "5"]]
     with caplog.at_level(logging.INFO, logger="volseg"):
         assert main(resume) == 0
     assert "interrupted while rewriting chunks" in caplog.text
     assert "8 of 8 chunks to compute" in caplog.text
-    assert main([str(a) for a in [*argv, "--out", fresh, "--min-size", "5"]]) == 0
-    np.testing.assert_array_equal(vio.open_output(out).mask[...], vio.open_output(fresh).mask[...])
+    assert_cleaned_as_a_fresh_run(argv, out, fresh, 5)
     assert vio.open_output(out).attrs["cleanup"]["state"] == "done"
 
 
@@ -781,26 +787,19 @@ def test_an_error_while_rewriting_is_not_taken_for_a_refused_min_size(
 ):
     """A ValueError after voxels moved leaves the record 'writing': another min_size is
     refused, and the same one segments every chunk again."""
-    from volseg.microstructure import cleanup
-
     root, checkpoint = world
     out, fresh = tmp_path / "ms.zarr", tmp_path / "fresh.zarr"
     argv = ["segment", root / "scan.zarr" / "image", "--model", checkpoint, *CHUNKS, *FAST]
-    store = cleanup.da.store
-
-    def fails_half_way(sources, targets, **kwargs):
-        targets[-1][0:2, 0:32, 0:32] = 0
-        raise ValueError("disk full")
-
-    monkeypatch.setattr(cleanup.da, "store", fails_half_way)
-    message = refused([*argv, "--out", out, "--min-size", "5"], [root / "scan.zarr"], [], capsys)
+    with monkeypatch.context() as patch:
+        clean_up_dies_half_way(patch, ValueError("disk full"))
+        message = refused(
+            [*argv, "--out", out, "--min-size", "5"], [root / "scan.zarr"], [], capsys
+        )
     assert "disk full" in message and "unchanged" not in message
-    monkeypatch.setattr(cleanup.da, "store", store)
     assert vio.open_output(out).attrs["cleanup"]["state"] == "writing"
     refused([*argv, "--out", out, "--resume", "--min-size", "7"], [out], ["min_size"], capsys)
     assert main([str(a) for a in [*argv, "--out", out, "--resume", "--min-size", "5"]]) == 0
-    assert main([str(a) for a in [*argv, "--out", fresh, "--min-size", "5"]]) == 0
-    np.testing.assert_array_equal(vio.open_output(out).mask[...], vio.open_output(fresh).mask[...])
+    assert_cleaned_as_a_fresh_run(argv, out, fresh, 5)
 
 
 def test_an_older_output_with_a_min_size_and_no_clean_up_record_is_not_trusted(
@@ -822,8 +821,7 @@ def test_an_older_output_with_a_min_size_and_no_clean_up_record_is_not_trusted(
     with caplog.at_level(logging.INFO, logger="volseg"):
         assert main([str(a) for a in [*argv, "--out", out, "--resume", "--min-size", "5"]]) == 0
     assert "8 of 8 chunks to compute" in caplog.text
-    assert main([str(a) for a in [*argv, "--out", fresh, "--min-size", "5"]]) == 0
-    np.testing.assert_array_equal(vio.open_output(out).mask[...], vio.open_output(fresh).mask[...])
+    assert_cleaned_as_a_fresh_run(argv, out, fresh, 5)
 
 
 def test_measure_a_label_the_volume_does_not_hold_is_refused(world, capsys):

@@ -326,9 +326,7 @@ def _run(
             "chunk is segmented again",
             output.path,
         )
-        for index, _ in blocks:
-            output.clear_done(index)
-        run_table.clear([index for index, _ in blocks])
+        run_table.forget([index for index, _ in blocks])
         output.update_attrs(cleanup=cleanup_record(settings.min_size))
         stats = None
     selected = [

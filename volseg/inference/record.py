@@ -17,7 +17,6 @@ from ..microstructure.cleanup import clean_output
 from .settings import UNCERTAIN_BAND, SegmentSettings
 
 __all__ = [
-    "CLEANUP_STATES",
     "clean_recorded",
     "cleanup_record",
     "cleanup_untouched",
@@ -30,8 +29,7 @@ __all__ = [
 # ``cleanup.state`` in the output's attrs (with ``min_size``): "pending" from creation,
 # "refused" when the min_size was refused before any voxel moved, "writing" once the
 # clean-up may have moved voxels (chunks may be half cleaned), "done" (written together
-# with status "complete").
-CLEANUP_STATES = ("pending", "refused", "writing", "done")
+# with status "complete"). An output without it was written before it was kept.
 
 
 def cleanup_record(min_size: Any, state: str = "pending") -> dict | None:
@@ -68,9 +66,9 @@ def cleanup_untouched(attrs: dict) -> bool:
     """
     if attrs.get("status") == "complete":
         return False
-    state = (attrs.get("cleanup") or {}).get("state")
+    state, min_size = _cleanup_state(attrs)
     if state is None:
-        return not (attrs.get("parameters") or {}).get("min_size")
+        return not min_size
     return state in ("pending", "refused")
 
 
@@ -92,11 +90,17 @@ def segment_again(attrs: dict, all_done: bool) -> bool:
     """
     if attrs.get("status") == "complete":
         return False
-    state = (attrs.get("cleanup") or {}).get("state")
+    state, min_size = _cleanup_state(attrs)
     if state == "writing":
         return True
     # An older output with a min_size: its clean-up starts once every chunk is done.
-    return state is None and bool((attrs.get("parameters") or {}).get("min_size")) and all_done
+    return state is None and bool(min_size) and all_done
+
+
+def _cleanup_state(attrs: dict) -> tuple[str | None, Any]:
+    """The recorded clean-up state (None: not recorded) and the recorded ``min_size``."""
+    state = (attrs.get("cleanup") or {}).get("state")
+    return state, (attrs.get("parameters") or {}).get("min_size")
 
 
 def run_attrs(settings: SegmentSettings, volume: Any, truth_volume: Any, model: dict) -> dict:

@@ -106,18 +106,16 @@ def explain_reads(volume: vio.Scan, settings: Any, context: int) -> None:
         depth, stored = volume.shape[0], volume.chunks[0]
         decoded = read_amplification(depth, settings.chunks[0], stored, context)
         if decoded >= READ_AMPLIFICATION_WARNING:
-            # The thinnest whole multiple of the stored chunks that decodes < 1.5x.
-            deeper = next(
-                (d for d in range(stored, depth + stored, stored)
-                 if read_amplification(depth, min(d, depth), stored, context) < 1.5),
-                depth,
-            )  # fmt: skip
-            deeper = min(deeper, depth)
+            # The thinnest whole multiple of the stored chunks (or the whole depth) that
+            # decodes under 1.5 slices per slice.
+            for deeper in sorted({min(d, depth) for d in range(stored, depth + stored, stored)}):
+                amplified = read_amplification(depth, deeper, stored, context)
+                if amplified < 1.5:
+                    break
             log.info(
                 "blocks of %d slices in stored chunks %d deep decode %.1f slices per slice "
                 "written; chunks=(%d, ...) would decode %.2f (more memory per task)",
-                settings.chunks[0], stored, decoded, deeper,
-                read_amplification(depth, deeper, stored, context),
+                settings.chunks[0], stored, decoded, deeper, amplified,
             )  # fmt: skip
     if context and volume.shape[0] < 2 * context + 1:
         log.warning(

@@ -286,6 +286,16 @@ class RunTable:
             self.table[tuple(index) + (done,)] = 0
         self.flush()
 
+    def forget(self, indices: list) -> None:
+        """Blocks to be computed again from scratch: their records go, and the table's.
+
+        Unlike :meth:`clear` (a refinement, which reads a block's record before it
+        rewrites the block), the records are deleted at once, in every layout.
+        """
+        for index in indices:
+            self.output.clear_done(tuple(index))
+        self.clear(indices)
+
     def flush(self) -> None:
         if self.table is not None:
             self.output.write_table(self.table)
